@@ -1,0 +1,7 @@
+// Package events is pe-bridge's wire contract v1: subjects, CloudEvent types
+// and attributes, the topic-to-subject mapping and the encoding of handler
+// outcomes. docs/contract.md describes the same contract for humans.
+//
+// It imports neither NATS nor HTTP packages, so the bridge, the handler SDK
+// and tests share it without pulling in transports.
+package events
