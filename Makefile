@@ -1,0 +1,65 @@
+# One target per habit. CI (.ci/run) calls `make test`, the same command the README gives.
+GO        ?= go
+NODE_DIRS := engine/emulator/conformance/node examples/polyglot/node
+STATICCHECK := $(GO) run -modfile=tools/go.mod honnef.co/go/tools/cmd/staticcheck
+BENCHSTAT   := $(GO) run -modfile=tools/go.mod golang.org/x/perf/cmd/benchstat
+FUZZTIME  ?= 20s
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all build test test-short node-deps lint fuzz bench bench-micro demo dev emulator clean
+
+all: lint test
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/bridge ./cmd/bridge
+
+# Node packages come from committed lockfiles (npm ci); the conformance test and
+# the Node example fail, never skip, when they are missing.
+node-deps:
+	@for d in $(NODE_DIRS); do \
+	  if [ -f $$d/package-lock.json ] && { [ ! -d $$d/node_modules ] || [ $$d/package-lock.json -nt $$d/node_modules ]; }; then \
+	    echo "npm ci --prefix $$d"; npm ci --prefix $$d --no-audit --no-fund || exit 1; touch $$d/node_modules; \
+	  fi; \
+	done
+
+test: node-deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+	$(GO) mod tidy -diff
+
+# Runs every fuzz target of the project for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
+
+# The side-by-side benchmark of issue 6 (bridge vs official worker vs direct Go worker).
+bench: node-deps
+	$(GO) run ./bench $(BENCHFLAGS)
+
+# Go micro-benchmarks, 6 runs each, summarised with benchstat.
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./events/ ./engine/... ./bridge/... | tee /tmp/pe-bench.txt
+	$(BENCHSTAT) /tmp/pe-bench.txt
+
+demo:
+	$(GO) run ./cmd/bridge dev --demo
+
+dev:
+	$(GO) run ./cmd/bridge dev
+
+emulator:
+	$(GO) run ./cmd/bridge emulator --addr 127.0.0.1:8000
+
+clean:
+	rm -rf bin
