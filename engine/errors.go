@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,12 +128,20 @@ func IsTemporary(err error) bool {
 	if err == nil {
 		return false
 	}
+	var te *TransportError
+	if errors.As(err, &te) {
+		return true
+	}
+	// context.DeadlineExceeded claims Temporary(); the caller's own deadline
+	// is not worth a retry.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
 	var t interface{ Temporary() bool }
 	if errors.As(err, &t) {
 		return t.Temporary()
 	}
-	var te *TransportError
-	return errors.As(err, &te)
+	return false
 }
 
 // TransportError wraps a failure to get any HTTP answer (connection refused,
