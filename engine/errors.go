@@ -41,6 +41,8 @@ func ClassForStatus(status int) string {
 		return "ForbiddenError"
 	case 404:
 		return "NotFoundError"
+	case 405:
+		return "MethodNotAllowedError"
 	case 409:
 		return "ConflictError"
 	case 410:
@@ -54,7 +56,7 @@ func ClassForStatus(status int) string {
 	case 429:
 		return "TooManyRequestsError"
 	case 503:
-		return "ServiceUnavailableError"
+		return "ServiceUnavaliableError" // sic: the engine SDK's spelling (Errors/ErrorCodes)
 	case 504:
 		return "GatewayTimeoutError"
 	default:
