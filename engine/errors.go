@@ -30,41 +30,27 @@ type BaseError struct {
 	Name                  string          `json:"name"`
 }
 
+// errorClasses is the engine SDK's status → error class table
+// (@5minds/processcube_engine_sdk Errors/ErrorCodes; "Unavaliable" is its spelling).
+var errorClasses = map[int]string{
+	400: "BadRequestError", 401: "UnauthorizedError", 402: "PaymentRequiredError", 403: "ForbiddenError",
+	404: "NotFoundError", 405: "MethodNotAllowedError", 406: "NotAcceptableError", 408: "RequestTimeoutError",
+	409: "ConflictError", 410: "GoneError", 411: "LengthRequiredError", 412: "PreconditionFailedError",
+	413: "RequestTooLargeError", 414: "URLTooLongError", 415: "UnsupportedMediaTypeError",
+	422: "UnprocessableEntityError", 423: "LockedError", 424: "FailedDependencyError", 428: "PreconditionRequiredError",
+	429: "TooManyRequestsError", 500: "InternalServerError", 501: "NotImplementedError", 502: "BadGatewayError",
+	503: "ServiceUnavaliableError", 504: "GatewayTimeoutError",
+}
+
 // ClassForStatus is the engine's error class name for an HTTP status.
 func ClassForStatus(status int) string {
-	switch status {
-	case 400:
-		return "BadRequestError"
-	case 401:
-		return "UnauthorizedError"
-	case 403:
-		return "ForbiddenError"
-	case 404:
-		return "NotFoundError"
-	case 405:
-		return "MethodNotAllowedError"
-	case 409:
-		return "ConflictError"
-	case 410:
-		return "GoneError"
-	case 413:
-		return "PayloadTooLargeError"
-	case 422:
-		return "UnprocessableEntityError"
-	case 423:
-		return "LockedError"
-	case 429:
-		return "TooManyRequestsError"
-	case 503:
-		return "ServiceUnavaliableError" // sic: the engine SDK's spelling (Errors/ErrorCodes)
-	case 504:
-		return "GatewayTimeoutError"
-	default:
-		if status >= 500 {
-			return "InternalServerError"
-		}
-		return "BadRequestError"
+	if c, ok := errorClasses[status]; ok {
+		return c
 	}
+	if status >= 500 {
+		return "InternalServerError"
+	}
+	return "BadRequestError"
 }
 
 // NewBaseError builds the body the engine sends for status with message.
