@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pe-bridge/pe-bridge/engine"
+	"github.com/pe-bridge/pe-bridge/engine/authority"
+	"github.com/pe-bridge/pe-bridge/engine/emulator"
+	"github.com/pe-bridge/pe-bridge/internal/config"
+)
+
+const emulatorDescription = `Serves an EMULATOR of the 5Minds ProcessCube engine REST API (/atlas_engine/api/v1),
+in memory, for development and tests. It is not the ProcessCube engine: it executes a
+useful subset of BPMN (start/end events, external service tasks, user tasks, exclusive
+and parallel gateways, message and signal catch events, error and timer boundary events,
+terminate) so that any ProcessCube client (TypeScript, Python, .NET, the bridge) can be
+run and tested without an engine. State is lost when it stops.
+
+Without --models it deploys the embedded sample models (hello_world, approval, ...).
+The dummy token (anonymous root access) is accepted unless --deny-anonymous is given.
+--authority also serves an emulated OAuth authority (OIDC discovery + client-credentials
+token endpoint) under /oauth on the same address; GET /atlas_engine/api/v1/authority then
+points at it, and tokens it issues to --client-id/--client-secret are accepted.`
+
+const authorityPath = "/oauth"
+
+// emulatorFlags are the settings of `bridge emulator`.
+type emulatorFlags struct {
+	addr          string
+	models        string
+	authority     bool
+	clientID      string
+	clientSecret  string
+	scopes        config.List
+	denyAnonymous bool
+	errorRate     float64
+	dropRate      float64
+	latency       time.Duration
+	logFormat     string
+	logLevel      string
+}
+
+func cmdEmulator(ctx context.Context, stop func(), args []string, stdout, stderr io.Writer) error {
+	var f emulatorFlags
+	fs := flag.NewFlagSet("emulator", flag.ContinueOnError)
+	fs.StringVar(&f.addr, "addr", config.DefaultEngineAddr, "listen address (port 0: any free port)")
+	fs.StringVar(&f.models, "models", "", "directory of *.bpmn files to deploy; empty: the embedded sample models")
+	fs.BoolVar(&f.authority, "authority", false, "also serve an emulated OAuth authority under "+authorityPath)
+	fs.StringVar(&f.clientID, "client-id", "pe-bridge", "client id registered at the emulated authority (with --authority)")
+	fs.StringVar(&f.clientSecret, "client-secret", "pe-bridge-secret", "client secret registered at the emulated authority (with --authority)")
+	f.scopes = config.List{Values: []string{emulator.ScopeETW, emulator.ScopeRead, emulator.ScopeWrite, emulator.ScopeObserver}}
+	fs.Var(&f.scopes, "client-scopes", "scopes the client may request, a comma-separated `list` (default engine_etw,engine_read,engine_write,engine_observer)")
+	fs.BoolVar(&f.denyAnonymous, "deny-anonymous", false, "refuse the dummy token (only tokens of the emulated authority pass)")
+	fs.Float64Var(&f.errorRate, "fault-error-rate", 0, "fraction (0..1) of engine calls answered with 500, for manual fault testing")
+	fs.Float64Var(&f.dropRate, "fault-drop-rate", 0, "fraction (0..1) of engine calls whose connection is closed without an answer")
+	fs.DurationVar(&f.latency, "fault-latency", 0, "latency added to every engine call, for manual fault testing")
+	(&config.Settings{}).RegisterConfigFile(fs)
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json (logs go to stderr)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := parseFlags(fs, args, stdout, "bridge emulator [--addr HOST:PORT] [--models DIR] [flags]", emulatorDescription); err != nil {
+		return err
+	}
+	ls := &config.Settings{LogFormat: f.logFormat, LogLevel: f.logLevel}
+	if _, err := config.ParseLevel(f.logLevel); err != nil {
+		return &config.FlagError{Flag: "log-level", Msg: err.Error()}
+	}
+	if f.logFormat != "text" && f.logFormat != "json" {
+		return &config.FlagError{Flag: "log-format", Msg: fmt.Sprintf("%q is not text or json", f.logFormat)}
+	}
+	if f.errorRate < 0 || f.errorRate > 1 {
+		return &config.FlagError{Flag: "fault-error-rate", Msg: fmt.Sprintf("%v is not within 0..1", f.errorRate)}
+	}
+	if f.dropRate < 0 || f.dropRate > 1 {
+		return &config.FlagError{Flag: "fault-drop-rate", Msg: fmt.Sprintf("%v is not within 0..1", f.dropRate)}
+	}
+	if f.latency < 0 {
+		return &config.FlagError{Flag: "fault-latency", Msg: "negative"}
+	}
+	if f.authority && (f.clientID == "" || f.clientSecret == "") {
+		return &config.FlagError{Flag: "client-id", Msg: "--authority needs a --client-id and --client-secret"}
+	}
+	if f.denyAnonymous && !f.authority {
+		return &config.FlagError{Flag: "deny-anonymous", Msg: "without --authority no token would be accepted"}
+	}
+	logger := ls.NewLogger(stderr)
+
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return &config.FlagError{Flag: "addr", Msg: fmt.Sprintf("listening: %v", err)}
+	}
+	base := "http://" + ln.Addr().String()
+
+	es, err := newEmulatorServer(emulatorServerConfig{
+		baseURL:       base,
+		modelsDir:     f.models,
+		authority:     f.authority,
+		clients:       []authority.Client{{ID: f.clientID, Secret: f.clientSecret, Scopes: f.scopes.Values}},
+		denyAnonymous: f.denyAnonymous,
+		faults:        emulator.Faults{ErrorRate: f.errorRate, DropRate: f.dropRate, Latency: f.latency},
+		logger:        logger,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer es.close()
+
+	fmt.Fprintf(stdout, "engine emulator (for development and tests, not the ProcessCube engine) listening on %s\n", base)
+	fmt.Fprintf(stdout, "engine API: %s%s\n", base, engine.BasePath)
+	fmt.Fprintf(stdout, "loaded %d process models from %s: %s\n", len(es.models), es.modelsFrom, strings.Join(es.models, ", "))
+	if f.authority {
+		fmt.Fprintf(stdout, "emulated authority: %s%s (client id %q)\n", base, authorityPath, f.clientID)
+	}
+	if f.errorRate > 0 || f.dropRate > 0 || f.latency > 0 {
+		fmt.Fprintf(stdout, "fault injection: error rate %v, drop rate %v, latency %s\n", f.errorRate, f.dropRate, f.latency)
+	}
+
+	srv := &http.Server{Handler: es.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving emulator: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		stop() // a second signal ends the process at once
+		fmt.Fprintln(stdout, "engine emulator shutting down")
+		// Long polls are held open; Close releases them so Shutdown is quick.
+		es.emu.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+			return fmt.Errorf("shutting down emulator: %w", err)
+		}
+		return nil
+	})
+	err = g.Wait()
+	fmt.Fprintln(stdout, "engine emulator stopped")
+	return err
+}
+
+type emulatorServerConfig struct {
+	baseURL       string
+	modelsDir     string
+	authority     bool
+	clients       []authority.Client
+	denyAnonymous bool
+	faults        emulator.Faults
+	logger        *slog.Logger
+}
+
+// emulatorServer is the emulator (and optionally the authority) as one
+// http.Handler, with the sample or given models deployed.
+type emulatorServer struct {
+	emu        *emulator.Emulator
+	handler    http.Handler
+	models     []string
+	modelsFrom string
+}
+
+func newEmulatorServer(c emulatorServerConfig) (*emulatorServer, error) {
+	ecfg := emulator.Config{DenyAnonymous: c.denyAnonymous, Logger: c.logger.With("component", "emulator")}
+	mux := http.NewServeMux()
+	if c.authority {
+		issuer := c.baseURL + authorityPath
+		a, err := authority.New(authority.Config{Issuer: issuer, Clients: c.clients})
+		if err != nil {
+			return nil, fmt.Errorf("creating authority: %w", err)
+		}
+		ecfg.AuthorityURL = issuer
+		ecfg.Verify = func(token string) (emulator.Identity, error) {
+			id, err := a.Verify(token)
+			if err != nil {
+				return emulator.Identity{}, err
+			}
+			return emulator.Identity{UserID: id.UserID, Scopes: id.Scopes}, nil
+		}
+		mux.Handle(authorityPath+"/", http.StripPrefix(authorityPath, a))
+	}
+	emu, err := emulator.New(ecfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating emulator: %w", err)
+	}
+	es := &emulatorServer{emu: emu}
+	if c.modelsDir != "" {
+		es.models, err = emu.LoadDir(c.modelsDir)
+		es.modelsFrom = c.modelsDir
+	} else {
+		var fsys fs.FS
+		fsys, err = sampleModels()
+		if err == nil {
+			es.models, err = emu.LoadFS(fsys)
+		}
+		es.modelsFrom = "the embedded samples"
+	}
+	if err != nil {
+		emu.Close()
+		return nil, fmt.Errorf("loading models: %w", err)
+	}
+	emu.SetFaults(c.faults)
+	mux.Handle("/", emu)
+	es.handler = mux
+	return es, nil
+}
+
+func (es *emulatorServer) close() { es.emu.Close() }

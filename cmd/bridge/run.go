@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pe-bridge/pe-bridge/internal/config"
+	"github.com/pe-bridge/pe-bridge/internal/natsserver"
+)
+
+const runDescription = `Bridges a ProcessCube engine and NATS: locks the engine's external tasks and publishes
+each as a CloudEvent on pe.task.<topic> (a handler's reply finishes the task or raises its
+BPMN error), serves process start, user tasks, messages and signals as the NATS micro
+service "pe-bridge" (pe.process.*, pe.usertask.*, pe.message.trigger, pe.signal.trigger),
+and forwards engine events on pe.event.<name>.
+
+By default every deployed topic is bridged. Without --nats-url an embedded nats-server
+(JetStream on) is started on --nats-listen and its URL printed. Without --client-id the
+dummy token is used (development engines only). SIGINT/SIGTERM drain: fetching stops at
+once, in-flight tasks may still finish for --drain-timeout, then a summary line is printed.`
+
+func cmdRun(ctx context.Context, stop func(), args []string, stdout, stderr io.Writer) error {
+	var s config.Settings
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	s.RegisterConfigFile(fs)
+	s.RegisterEngine(fs)
+	s.RegisterNATSClient(fs)
+	s.RegisterNATSEmbedded(fs)
+	s.RegisterPump(fs)
+	s.RegisterBridge(fs)
+	s.RegisterLog(fs)
+	if err := parseFlags(fs, args, stdout, "bridge run --engine-url URL [--nats-url URL] [flags]", runDescription); err != nil {
+		return err
+	}
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	logger := s.NewLogger(stderr)
+	logger.Info("starting pe-bridge", "version", buildVersion(), "config", &s)
+
+	var ns *natsserver.Server
+	natsURL := s.NATSURL
+	if natsURL == "" {
+		var err error
+		if ns, err = startEmbeddedNATS(&s, logger); err != nil {
+			return err
+		}
+		defer ns.Close()
+		natsURL = ns.ClientURL()
+		fmt.Fprintf(stdout, "embedded NATS (JetStream on, store %s) listening on %s\n", ns.StoreDir(), natsURL)
+	}
+	return runBridge(ctx, stop, &s, natsURL, s.Events.Values, nil, stdout, logger)
+}
+
+func startEmbeddedNATS(s *config.Settings, logger *slog.Logger) (*natsserver.Server, error) {
+	ns, err := natsserver.Start(natsserver.Config{
+		Listen:   s.NATSListen,
+		StoreDir: s.NATSStoreDir,
+		User:     s.NATSUser,
+		Password: s.NATSPassword,
+		Token:    s.NATSToken,
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded NATS on %s: %w", s.NATSListen, err)
+	}
+	return ns, nil
+}
+
+// runBridge connects to NATS and the engine, runs the pump, service and
+// forwarder (and extra, if given; ready is closed once the bridge serves) until ctx is done, drains, and prints the
+// summary line.
+func runBridge(ctx context.Context, stop func(), s *config.Settings, natsURL string, events []string,
+	extra func(ctx context.Context, ready <-chan struct{}) error, stdout io.Writer, logger *slog.Logger) error {
+	opts, err := natsOptions(s, "pe-bridge", logger.With("component", "nats"))
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(natsURL, opts...)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", config.RedactURL(natsURL), err)
+	}
+	defer nc.Close()
+	eng, err := engineClient(ctx, s, logger)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	parts, err := newBridgeParts(s, nc, eng, events, logger)
+	if err != nil {
+		return err
+	}
+	topics := "every deployed topic"
+	if len(s.Topics.Values) > 0 {
+		topics = strings.Join(s.Topics.Values, ", ")
+	}
+	fmt.Fprintf(stdout, "bridge running: engine %s, NATS %s, topics: %s\n", config.RedactURL(s.EngineURL), nc.ConnectedUrlRedacted(), topics)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-gctx.Done()
+		stop() // a second signal ends the process at once
+		if ctx.Err() != nil {
+			fmt.Fprintf(stdout, "shutting down: draining in-flight tasks (up to %s)\n", s.DrainTimeout)
+		}
+		return nil
+	})
+	parts.start(gctx, g)
+	ready := make(chan struct{})
+	g.Go(func() error {
+		if parts.svc != nil {
+			select {
+			case <-parts.svc.Ready():
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		fmt.Fprintln(stdout, "bridge ready")
+		close(ready)
+		return nil
+	})
+	if extra != nil {
+		// extra runs next to the parts; its error cancels gctx like any other.
+		g.Go(func() error { return extra(gctx, ready) })
+	}
+	err = g.Wait()
+	if ferr := nc.Flush(); ferr != nil {
+		logger.Debug("flushing NATS", "error", ferr)
+	}
+	fmt.Fprintln(stdout, parts.summary())
+	return err
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pe-bridge/pe-bridge/bridge"
+	"github.com/pe-bridge/pe-bridge/bridge/forwarder"
+	"github.com/pe-bridge/pe-bridge/bridge/service"
+	"github.com/pe-bridge/pe-bridge/engine"
+	"github.com/pe-bridge/pe-bridge/internal/config"
+)
+
+// engineClient builds the engine client: client credentials when a client id
+// is configured, else the dummy token (with a warning).
+func engineClient(ctx context.Context, s *config.Settings, logger *slog.Logger) (*engine.Client, error) {
+	var ts oauth2.TokenSource
+	if s.ClientID != "" {
+		secret, err := s.ReadClientSecret()
+		if err != nil {
+			return nil, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		ts, err = engine.ClientCredentials(cctx, engine.CredentialsConfig{
+			EngineURL:    s.EngineURL,
+			AuthorityURL: s.AuthorityURL,
+			ClientID:     s.ClientID,
+			ClientSecret: secret,
+			Scopes:       s.Scopes.Values,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("getting an engine token for client %q: %w", s.ClientID, err)
+		}
+		logger.Info("engine auth: client credentials", "client_id", s.ClientID, "scopes", s.Scopes.String())
+	} else {
+		logger.Warn("engine auth: no --client-id, using the dummy token; it works only with engines that allow anonymous root access (development)")
+		ts = engine.DummyTokenSource()
+	}
+	return engine.NewClient(s.EngineURL, engine.ClientConfig{
+		TokenSource: ts,
+		UserAgent:   "pe-bridge/" + buildVersion(),
+		Logger:      logger.With("component", "engine"),
+	})
+}
+
+// natsOptions are the connection options of the bridge's NATS connection.
+func natsOptions(s *config.Settings, name string, logger *slog.Logger) ([]nats.Option, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			logger.Error("nats error", "subject", subj, "error", err)
+		}),
+	}
+	switch {
+	case s.NATSCreds != "":
+		opts = append(opts, nats.UserCredentials(s.NATSCreds))
+	case s.NATSNkey != "":
+		o, err := nats.NkeyOptionFromSeed(s.NATSNkey)
+		if err != nil {
+			return nil, &config.FlagError{Flag: "nats-nkey", Msg: fmt.Sprintf("reading seed: %v", err)}
+		}
+		opts = append(opts, o)
+	case s.NATSUser != "":
+		opts = append(opts, nats.UserInfo(s.NATSUser, s.NATSPassword))
+	case s.NATSToken != "":
+		opts = append(opts, nats.Token(s.NATSToken))
+	}
+	if s.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(s.NATSTLSCA))
+	}
+	if s.NATSTLSCert != "" {
+		opts = append(opts, nats.ClientCert(s.NATSTLSCert, s.NATSTLSKey))
+	}
+	if s.NATSTLSCA != "" || s.NATSTLSCert != "" {
+		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	return opts, nil
+}
+
+// pumpConfig maps the settings to the pump's config.
+func pumpConfig(s *config.Settings, source string) (bridge.Config, error) {
+	mode, err := bridge.ParseContentMode(s.ContentMode)
+	if err != nil {
+		return bridge.Config{}, &config.FlagError{Flag: "content-mode", Msg: err.Error()}
+	}
+	c := bridge.Config{
+		WorkerID:          s.WorkerID,
+		Topics:            s.Topics.Values,
+		LockDuration:      s.LockDuration,
+		LongPollTimeout:   s.LongPollTimeout,
+		Window:            s.Window,
+		MaxProcessingTime: s.MaxProcessingTime,
+		HandlerTimeout:    s.HandlerTimeout,
+		MaxAttempts:       s.MaxAttempts,
+		FailureErrorCode:  s.FailureErrorCode,
+		ContentMode:       mode,
+		DrainTimeout:      s.DrainTimeout,
+		Source:            source,
+	}
+	if err := c.Validate(); err != nil {
+		return c, usageError{err}
+	}
+	return c, nil
+}
+
+// bridgeParts are the long-lived parts of the bridge on one NATS connection.
+type bridgeParts struct {
+	pump *bridge.Pump
+	svc  *service.Service
+	fwd  *forwarder.Forwarder
+}
+
+func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, events []string, logger *slog.Logger) (*bridgeParts, error) {
+	source := "pe-bridge://" + strings.TrimPrefix(strings.TrimPrefix(config.RedactURL(s.EngineURL), "http://"), "https://")
+	pc, err := pumpConfig(s, source)
+	if err != nil {
+		return nil, err
+	}
+	var p bridgeParts
+	if p.pump, err = bridge.NewPump(eng, nc, pc, logger.With("component", "pump")); err != nil {
+		return nil, fmt.Errorf("creating task pump: %w", err)
+	}
+	if !s.NoService {
+		if p.svc, err = service.New(nc, eng, service.Config{Version: serviceVersion()}, logger.With("component", "service")); err != nil {
+			return nil, fmt.Errorf("creating service: %w", err)
+		}
+	}
+	if !s.NoEvents {
+		if p.fwd, err = forwarder.New(eng, nc, forwarder.Config{Events: events, Source: source}, logger.With("component", "forwarder")); err != nil {
+			return nil, fmt.Errorf("creating event forwarder: %w", err)
+		}
+	}
+	return &p, nil
+}
+
+// start runs every part in g until ctx is done.
+func (p *bridgeParts) start(ctx context.Context, g *errgroup.Group) {
+	g.Go(func() error { return p.pump.Run(ctx) })
+	if p.svc != nil {
+		g.Go(func() error { return p.svc.Run(ctx) })
+	}
+	if p.fwd != nil {
+		g.Go(func() error { return p.fwd.Run(ctx) })
+	}
+}
+
+// summary is the one-line account printed on shutdown.
+func (p *bridgeParts) summary() string {
+	st := p.pump.Stats()
+	return fmt.Sprintf("bridge summary: fetched=%d published=%d finished=%d bpmn_errors=%d failures=%d cancelled=%d dropped=%d released=%d retries=%d no_responders=%d lock_extensions=%d in_flight=%d",
+		st.Fetched, st.Published, st.Finished, st.BPMNErrors, st.Failures, st.Cancelled, st.Dropped, st.Released,
+		st.Retries, st.NoResponders, st.LockExtensions, st.InFlight)
+}
+
+// serviceVersion is the micro service version: semver required.
+func serviceVersion() string {
+	v := strings.TrimPrefix(buildVersion(), "v")
+	if v == "devel" || v == "" {
+		return "0.0.0-devel"
+	}
+	return v
+}

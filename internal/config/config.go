@@ -1,0 +1,665 @@
+package config
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/pe-bridge/pe-bridge/events"
+)
+
+// EnvPrefix prefixes every environment variable.
+const EnvPrefix = "PE"
+
+// Defaults that are not the bridge package's.
+const (
+	DefaultNATSListen = "127.0.0.1:4222"
+	DefaultScopes     = "engine_etw engine_read engine_write"
+	DefaultEngineAddr = "127.0.0.1:8000"
+)
+
+// Pump defaults, equal to the bridge package's zero-value defaults (a test
+// in cmd/bridge keeps them in step).
+const (
+	DefaultLockDuration      = 30 * time.Second
+	DefaultLongPollTimeout   = 10 * time.Second
+	DefaultWindow            = 100
+	DefaultMaxProcessingTime = 30 * time.Minute
+	DefaultHandlerTimeout    = 5 * time.Minute
+	DefaultMaxAttempts       = 3
+	DefaultFailureErrorCode  = "TechnicalFailure"
+	DefaultDrainTimeout      = 30 * time.Second
+)
+
+// DefaultEvents are the engine notifications forwarded by default.
+var DefaultEvents = []string{
+	"user_task_waiting", "user_task_finished", "user_task_reserved",
+	"process_started", "process_ended", "process_error", "process_terminated",
+}
+
+// FlagError is a validation error naming the flag at fault.
+type FlagError struct {
+	Flag string // without dashes
+	Msg  string
+}
+
+func (e *FlagError) Error() string { return fmt.Sprintf("config: --%s: %s", e.Flag, e.Msg) }
+
+func flagErr(name, format string, a ...any) error {
+	return &FlagError{Flag: name, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Settings are every setting of `bridge run` and `bridge dev`. Which ones a
+// command offers depends on the Register* calls made on its flag set.
+type Settings struct {
+	ConfigFile string
+
+	// Log
+	LogFormat string
+	LogLevel  string
+
+	// Engine
+	EngineURL        string
+	ClientID         string
+	ClientSecret     string
+	ClientSecretFile string
+	AuthorityURL     string
+	Scopes           List
+
+	// NATS client
+	NATSURL      string
+	NATSCreds    string
+	NATSNkey     string
+	NATSUser     string
+	NATSPassword string
+	NATSToken    string
+	NATSTLSCA    string
+	NATSTLSCert  string
+	NATSTLSKey   string
+	// Embedded NATS (when NATSURL is empty)
+	NATSListen   string
+	NATSStoreDir string
+
+	// Pump
+	Topics            List
+	LockDuration      time.Duration
+	LongPollTimeout   time.Duration
+	Window            int
+	MaxProcessingTime time.Duration
+	HandlerTimeout    time.Duration
+	MaxAttempts       int
+	FailureErrorCode  string
+	ContentMode       string
+	DrainTimeout      time.Duration
+	WorkerID          string
+
+	// Service and events
+	Events    List
+	NoService bool
+	NoEvents  bool
+
+	// dev only
+	EngineAddr string
+	Demo       bool
+
+	registered map[string]bool // flag groups in use
+}
+
+// List is a comma-separated list flag. The first Set replaces the default,
+// later ones (a repeated flag, a JSON array) append.
+type List struct {
+	Values []string
+	set    bool
+	// sep also splits on spaces when true (scopes).
+	spaces bool
+}
+
+func (l *List) String() string {
+	if l == nil {
+		return ""
+	}
+	if l.spaces {
+		return strings.Join(l.Values, " ")
+	}
+	return strings.Join(l.Values, ",")
+}
+
+// Set implements flag.Value.
+func (l *List) Set(s string) error {
+	if !l.set {
+		l.Values = nil
+		l.set = true
+	}
+	f := func(r rune) bool { return r == ',' || (l.spaces && (r == ' ' || r == '\t')) }
+	for _, v := range strings.FieldsFunc(s, f) {
+		if v = strings.TrimSpace(v); v != "" {
+			l.Values = append(l.Values, v)
+		}
+	}
+	return nil
+}
+
+func (s *Settings) mark(group string) {
+	if s.registered == nil {
+		s.registered = map[string]bool{}
+	}
+	s.registered[group] = true
+}
+
+// RegisterLog adds --log-format and --log-level.
+func (s *Settings) RegisterLog(fs *flag.FlagSet) {
+	s.mark("log")
+	fs.StringVar(&s.LogFormat, "log-format", "text", "log format: text or json (logs go to stderr)")
+	fs.StringVar(&s.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// RegisterConfigFile adds --config.
+func (s *Settings) RegisterConfigFile(fs *flag.FlagSet) {
+	fs.StringVar(&s.ConfigFile, "config", "", "config file: a JSON object, or lines of \"flag-name value\"; flags and env vars win over it")
+}
+
+// RegisterEngine adds the engine connection and auth flags.
+func (s *Settings) RegisterEngine(fs *flag.FlagSet) {
+	s.mark("engine")
+	fs.StringVar(&s.EngineURL, "engine-url", "", "engine root URL, e.g. http://localhost:8000 (required)")
+	fs.StringVar(&s.ClientID, "client-id", "", "OAuth client id for client credentials; empty: the dummy token (development engines only)")
+	fs.StringVar(&s.ClientSecret, "client-secret", "", "OAuth client secret (prefer --client-secret-file or the env var)")
+	fs.StringVar(&s.ClientSecretFile, "client-secret-file", "", "file holding the OAuth client secret")
+	fs.StringVar(&s.AuthorityURL, "authority-url", "", "OAuth authority URL; empty: asked from the engine (GET /atlas_engine/api/v1/authority)")
+	s.Scopes = List{Values: strings.Fields(DefaultScopes), spaces: true}
+	fs.Var(&s.Scopes, "scopes", "OAuth scopes to request, a space- or comma-separated `list` (default \""+DefaultScopes+"\")")
+}
+
+// RegisterNATSClient adds the NATS connection and auth flags.
+func (s *Settings) RegisterNATSClient(fs *flag.FlagSet) {
+	s.mark("natsclient")
+	fs.StringVar(&s.NATSURL, "nats-url", "", "NATS server URL(s), comma separated; empty: start an embedded nats-server")
+	fs.StringVar(&s.NATSCreds, "nats-creds", "", "NATS credentials file (JWT + nkey seed)")
+	fs.StringVar(&s.NATSNkey, "nats-nkey", "", "NATS nkey seed file")
+	fs.StringVar(&s.NATSToken, "nats-token", "", "NATS auth token; the embedded server then requires it")
+	fs.StringVar(&s.NATSTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")
+	fs.StringVar(&s.NATSTLSCert, "nats-tls-cert", "", "client certificate file for NATS mutual TLS")
+	fs.StringVar(&s.NATSTLSKey, "nats-tls-key", "", "client key file for NATS mutual TLS")
+}
+
+// RegisterNATSEmbedded adds the embedded server flags and --nats-user and
+// --nats-password (client credentials, and the embedded server's user).
+func (s *Settings) RegisterNATSEmbedded(fs *flag.FlagSet) {
+	s.mark("natsembedded")
+	fs.StringVar(&s.NATSListen, "nats-listen", DefaultNATSListen, "listen address of the embedded nats-server (port 0: any free port)")
+	fs.StringVar(&s.NATSStoreDir, "nats-store-dir", "", "JetStream store directory of the embedded nats-server; empty: a temporary directory removed on exit")
+	fs.StringVar(&s.NATSUser, "nats-user", "", "NATS user name (with --nats-password); the embedded server then requires it")
+	fs.StringVar(&s.NATSPassword, "nats-password", "", "NATS password")
+}
+
+// RegisterPump adds the task pump flags.
+func (s *Settings) RegisterPump(fs *flag.FlagSet) {
+	s.mark("pump")
+	fs.Var(&s.Topics, "topics", "engine topics to bridge, a comma-separated `list`; empty: every deployed topic (refreshed every 30s)")
+	fs.DurationVar(&s.LockDuration, "lock-duration", DefaultLockDuration, "engine lock of each task, renewed ahead of expiry while a handler works (at least 1s)")
+	fs.DurationVar(&s.LongPollTimeout, "long-poll-timeout", DefaultLongPollTimeout, "fetch_and_lock long-poll timeout")
+	fs.IntVar(&s.Window, "window", DefaultWindow, "tasks per topic held at once (locked, not yet finished)")
+	fs.DurationVar(&s.MaxProcessingTime, "max-processing-time", DefaultMaxProcessingTime, "longest time one task is kept locked, over all attempts")
+	fs.DurationVar(&s.HandlerTimeout, "handler-timeout", DefaultHandlerTimeout, "wait for one handler reply; no reply in time is a technical failure")
+	fs.IntVar(&s.MaxAttempts, "max-attempts", DefaultMaxAttempts, "handler attempts before a technical failure is reported as a BPMN error")
+	fs.StringVar(&s.FailureErrorCode, "failure-error-code", DefaultFailureErrorCode, "BPMN error code reported after the retry budget")
+	fs.StringVar(&s.ContentMode, "content-mode", "binary", "CloudEvents content mode of task events: binary or structured")
+	fs.DurationVar(&s.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "on shutdown, how long in-flight tasks may still finish")
+	fs.StringVar(&s.WorkerID, "worker-id", "", "engine worker id; empty: pe-bridge-<hostname>-<random>")
+}
+
+// RegisterBridge adds the service and event forwarder flags.
+func (s *Settings) RegisterBridge(fs *flag.FlagSet) {
+	s.mark("bridge")
+	s.Events = List{Values: append([]string(nil), DefaultEvents...)}
+	fs.Var(&s.Events, "events", "engine notifications forwarded on pe.event.<name>, a comma-separated `list` (default "+strings.Join(DefaultEvents, ",")+")")
+	fs.BoolVar(&s.NoService, "no-service", false, "do not serve the request/reply service (pe.process.*, pe.usertask.*, ...)")
+	fs.BoolVar(&s.NoEvents, "no-events", false, "do not forward engine events")
+}
+
+// RegisterDev adds the flags of `bridge dev`.
+func (s *Settings) RegisterDev(fs *flag.FlagSet) {
+	s.mark("dev")
+	fs.StringVar(&s.EngineAddr, "engine-addr", DefaultEngineAddr, "listen address of the in-process engine emulator (port 0: any free port)")
+	fs.BoolVar(&s.Demo, "demo", false, "run a sample handler on pe.task.SampleExternalTask and start hello_world every second")
+}
+
+// Parse reads args, then PE_* environment variables, then the config file
+// (--config), into the flags of fs. Unknown positional arguments are an error.
+func Parse(fs *flag.FlagSet, args []string) error {
+	err := ff.Parse(fs, args,
+		ff.WithEnvVarPrefix(EnvPrefix),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(fileParser))
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return flag.ErrHelp
+		}
+		return fmt.Errorf("config: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// EnvName is the environment variable of flag name.
+func EnvName(name string) string {
+	return EnvPrefix + "_" + strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(name))
+}
+
+// fileParser reads a JSON object (content starting with '{'), else "key value" lines.
+func fileParser(r io.Reader, set func(name, value string) error) error {
+	// ff gives no file name; sniff the first non-space byte.
+	br := bufio.NewReader(r)
+	for {
+		b, err := br.Peek(1)
+		if err != nil {
+			return nil // empty file
+		}
+		if b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r' {
+			_, _ = br.ReadByte()
+			continue
+		}
+		if b[0] == '{' {
+			return ff.JSONParser(br, set)
+		}
+		break
+	}
+	return linesParser(br, set)
+}
+
+func linesParser(r io.Reader, set func(name, value string) error) error {
+	sc := bufio.NewScanner(r)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		line = strings.TrimLeft(line, "-")
+		i := strings.IndexFunc(line, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+		})
+		name, rest := line, ""
+		if i >= 0 {
+			name, rest = line[:i], strings.TrimSpace(line[i:])
+			if rest != "" && (rest[0] == '=' || rest[0] == ':') {
+				rest = strings.TrimSpace(rest[1:])
+			}
+		}
+		if name == "" {
+			return fmt.Errorf("config file line %d: no setting name", n)
+		}
+		if len(rest) >= 2 && (rest[0] == '"' && rest[len(rest)-1] == '"' || rest[0] == '\'' && rest[len(rest)-1] == '\'') {
+			rest = rest[1 : len(rest)-1]
+		} else if j := strings.Index(rest, " #"); j >= 0 {
+			rest = strings.TrimSpace(rest[:j])
+		}
+		if i < 0 {
+			rest = "true" // a bare name is a boolean
+		}
+		if err := set(name, rest); err != nil {
+			return fmt.Errorf("config file line %d: %w", n, err)
+		}
+	}
+	return sc.Err()
+}
+
+// ReadClientSecret returns the client secret, from --client-secret or the
+// file named by --client-secret-file (trailing newlines trimmed).
+func (s *Settings) ReadClientSecret() (string, error) {
+	if s.ClientSecretFile == "" {
+		return s.ClientSecret, nil
+	}
+	b, err := os.ReadFile(s.ClientSecretFile)
+	if err != nil {
+		return "", flagErr("client-secret-file", "reading: %v", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// Validate checks the registered settings; the error is a *FlagError (or
+// several joined) naming the flag.
+func (s *Settings) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	r := s.registered
+	if r["log"] {
+		if s.LogFormat != "text" && s.LogFormat != "json" {
+			add(flagErr("log-format", "%q is not text or json", s.LogFormat))
+		}
+		if _, err := ParseLevel(s.LogLevel); err != nil {
+			add(flagErr("log-level", "%q is not debug, info, warn or error", s.LogLevel))
+		}
+	}
+	if r["engine"] {
+		if s.EngineURL == "" {
+			add(flagErr("engine-url", "required (env %s)", EnvName("engine-url")))
+		} else {
+			add(checkHTTPURL("engine-url", s.EngineURL))
+		}
+		if s.AuthorityURL != "" {
+			add(checkHTTPURL("authority-url", s.AuthorityURL))
+		}
+		if s.ClientSecret != "" && s.ClientSecretFile != "" {
+			add(flagErr("client-secret-file", "give either --client-secret or --client-secret-file, not both"))
+		}
+		if s.ClientID == "" && (s.ClientSecret != "" || s.ClientSecretFile != "") {
+			add(flagErr("client-id", "required with a client secret"))
+		}
+		if s.ClientID != "" && s.ClientSecret == "" && s.ClientSecretFile == "" {
+			add(flagErr("client-secret", "required with --client-id (or --client-secret-file)"))
+		}
+		if s.ClientSecretFile != "" {
+			if _, err := os.Stat(s.ClientSecretFile); err != nil {
+				add(flagErr("client-secret-file", "%v", err))
+			}
+		}
+	}
+	if r["natsclient"] {
+		if s.NATSURL != "" {
+			for _, u := range strings.Split(s.NATSURL, ",") {
+				if err := checkNATSURL(strings.TrimSpace(u)); err != nil {
+					add(err)
+					break
+				}
+			}
+		}
+		nAuth := 0
+		for _, v := range []string{s.NATSCreds, s.NATSNkey, s.NATSToken, s.NATSUser} {
+			if v != "" {
+				nAuth++
+			}
+		}
+		if nAuth > 1 {
+			add(flagErr("nats-creds", "give only one of --nats-creds, --nats-nkey, --nats-token, --nats-user"))
+		}
+		for name, f := range map[string]string{"nats-creds": s.NATSCreds, "nats-nkey": s.NATSNkey,
+			"nats-tls-ca": s.NATSTLSCA, "nats-tls-cert": s.NATSTLSCert, "nats-tls-key": s.NATSTLSKey} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.Stat(f); err != nil {
+				add(flagErr(name, "%v", err))
+			}
+		}
+		if (s.NATSTLSCert == "") != (s.NATSTLSKey == "") {
+			add(flagErr("nats-tls-cert", "--nats-tls-cert and --nats-tls-key go together"))
+		}
+		if s.NATSURL == "" && r["natsembedded"] && (s.NATSCreds != "" || s.NATSNkey != "" || s.NATSTLSCert != "") {
+			add(flagErr("nats-url", "required with --nats-creds, --nats-nkey or --nats-tls-cert (the embedded server supports --nats-user/--nats-password and --nats-token)"))
+		}
+	}
+	if r["natsembedded"] {
+		if s.NATSUser == "" && s.NATSPassword != "" {
+			add(flagErr("nats-user", "required with --nats-password"))
+		}
+		if s.NATSUser != "" && s.NATSPassword == "" {
+			add(flagErr("nats-password", "required with --nats-user"))
+		}
+		if s.NATSURL == "" || !r["natsclient"] {
+			add(checkListen("nats-listen", s.NATSListen))
+		}
+	}
+	if r["pump"] {
+		for _, t := range s.Topics.Values {
+			if _, err := events.TaskSubject(t); err != nil {
+				add(flagErr("topics", "topic %q: %v", t, err))
+			}
+		}
+		if s.LockDuration < time.Second {
+			add(flagErr("lock-duration", "%s is below 1s", s.LockDuration))
+		}
+		if s.LongPollTimeout <= 0 {
+			add(flagErr("long-poll-timeout", "%s is not positive", s.LongPollTimeout))
+		}
+		if s.Window < 1 {
+			add(flagErr("window", "%d is below 1", s.Window))
+		}
+		if s.MaxProcessingTime <= 0 {
+			add(flagErr("max-processing-time", "%s is not positive", s.MaxProcessingTime))
+		}
+		if s.HandlerTimeout <= 0 {
+			add(flagErr("handler-timeout", "%s is not positive", s.HandlerTimeout))
+		}
+		if s.MaxAttempts < 1 {
+			add(flagErr("max-attempts", "%d is below 1", s.MaxAttempts))
+		}
+		if strings.TrimSpace(s.FailureErrorCode) == "" {
+			add(flagErr("failure-error-code", "empty"))
+		}
+		if s.ContentMode != "binary" && s.ContentMode != "structured" {
+			add(flagErr("content-mode", "%q is not binary or structured", s.ContentMode))
+		}
+		if s.DrainTimeout < 0 {
+			add(flagErr("drain-timeout", "%s is negative", s.DrainTimeout))
+		}
+	}
+	if r["bridge"] && !s.NoEvents {
+		for _, e := range s.Events.Values {
+			if _, err := events.TopicToken(e); err != nil || strings.ContainsAny(e, ".*>% ") {
+				add(flagErr("events", "%q is not a notification name (letters, digits, '_', '-')", e))
+			}
+		}
+	}
+	if r["dev"] {
+		add(checkListen("engine-addr", s.EngineAddr))
+	}
+	return errors.Join(errs...)
+}
+
+func checkHTTPURL(name, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return flagErr(name, "not a URL: %v", redactErr(err, raw))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return flagErr(name, "%q is not an http(s) URL with a host", RedactURL(raw))
+	}
+	return nil
+}
+
+func checkNATSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return flagErr("nats-url", "not a URL: %v", redactErr(err, raw))
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+	default:
+		return flagErr("nats-url", "%q: scheme must be nats, tls, ws or wss", RedactURL(raw))
+	}
+	if u.Host == "" {
+		return flagErr("nats-url", "%q has no host", RedactURL(raw))
+	}
+	return nil
+}
+
+func checkListen(name, addr string) error {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return flagErr(name, "%q is not host:port", addr)
+	}
+	var port int
+	if _, err := fmt.Sscanf(p, "%d", &port); err != nil || port < 0 || port > 65535 {
+		return flagErr(name, "%q has an invalid port", addr)
+	}
+	return nil
+}
+
+func redactErr(err error, raw string) string {
+	return strings.ReplaceAll(err.Error(), raw, RedactURL(raw))
+}
+
+// RedactURL replaces the password (or lone user token) of a URL's userinfo.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if i := strings.Index(raw, "@"); i >= 0 {
+			if j := strings.Index(raw, "://"); j >= 0 && j < i {
+				return raw[:j+3] + "REDACTED" + raw[i:]
+			}
+		}
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "REDACTED")
+	} else {
+		u.User = url.User("REDACTED")
+	}
+	return u.String()
+}
+
+// ParseLevel parses debug, info, warn or error.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	switch strings.ToLower(s) {
+	case "debug":
+		l = slog.LevelDebug
+	case "info", "":
+		l = slog.LevelInfo
+	case "warn", "warning":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return 0, fmt.Errorf("config: unknown log level %q", s)
+	}
+	return l, nil
+}
+
+// NewLogger returns the slog logger the settings ask for, writing to w.
+func (s *Settings) NewLogger(w io.Writer) *slog.Logger {
+	lvl, _ := ParseLevel(s.LogLevel)
+	opts := &slog.HandlerOptions{Level: lvl}
+	if s.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+const redacted = "REDACTED"
+
+func secret(v string) string {
+	if v == "" {
+		return ""
+	}
+	return redacted
+}
+
+// LogValue implements slog.LogValuer: the registered settings, secrets
+// replaced by REDACTED and URL passwords masked.
+func (s *Settings) LogValue() slog.Value {
+	var a []slog.Attr
+	str := func(k, v string) {
+		if v != "" {
+			a = append(a, slog.String(k, v))
+		}
+	}
+	r := s.registered
+	if s.ConfigFile != "" {
+		str("config", s.ConfigFile)
+	}
+	if r["engine"] {
+		str("engine_url", RedactURL(s.EngineURL))
+		str("client_id", s.ClientID)
+		str("client_secret", secret(s.ClientSecret))
+		str("client_secret_file", s.ClientSecretFile)
+		str("authority_url", RedactURL(s.AuthorityURL))
+		str("scopes", s.Scopes.String())
+	}
+	if r["natsclient"] {
+		urls := strings.Split(s.NATSURL, ",")
+		for i := range urls {
+			urls[i] = RedactURL(strings.TrimSpace(urls[i]))
+		}
+		str("nats_url", strings.Join(urls, ","))
+		str("nats_creds", s.NATSCreds)
+		str("nats_nkey", s.NATSNkey)
+		str("nats_token", secret(s.NATSToken))
+		str("nats_tls_ca", s.NATSTLSCA)
+		str("nats_tls_cert", s.NATSTLSCert)
+		str("nats_tls_key", s.NATSTLSKey)
+	}
+	if r["natsembedded"] {
+		str("nats_listen", s.NATSListen)
+		str("nats_store_dir", s.NATSStoreDir)
+		str("nats_user", s.NATSUser)
+		str("nats_password", secret(s.NATSPassword))
+	}
+	if r["pump"] {
+		str("topics", s.Topics.String())
+		a = append(a,
+			slog.Duration("lock_duration", s.LockDuration),
+			slog.Duration("long_poll_timeout", s.LongPollTimeout),
+			slog.Int("window", s.Window),
+			slog.Duration("max_processing_time", s.MaxProcessingTime),
+			slog.Duration("handler_timeout", s.HandlerTimeout),
+			slog.Int("max_attempts", s.MaxAttempts),
+			slog.String("failure_error_code", s.FailureErrorCode),
+			slog.String("content_mode", s.ContentMode),
+			slog.Duration("drain_timeout", s.DrainTimeout))
+		str("worker_id", s.WorkerID)
+	}
+	if r["bridge"] {
+		a = append(a, slog.Bool("service", !s.NoService), slog.Bool("events_forwarded", !s.NoEvents))
+		if !s.NoEvents {
+			str("events", s.Events.String())
+		}
+	}
+	if r["dev"] {
+		str("engine_addr", s.EngineAddr)
+		a = append(a, slog.Bool("demo", s.Demo))
+	}
+	if r["log"] {
+		str("log_format", s.LogFormat)
+		str("log_level", s.LogLevel)
+	}
+	return slog.GroupValue(a...)
+}
+
+// String redacts secrets too, for %v.
+func (s *Settings) String() string {
+	var b strings.Builder
+	for _, at := range s.LogValue().Group() {
+		fmt.Fprintf(&b, "%s=%s ", at.Key, at.Value)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// PrintUsage writes a command's help: the description, then each flag with
+// its default and environment variable.
+func PrintUsage(w io.Writer, fs *flag.FlagSet, usage, description string) {
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags (each also settable as the environment variable shown, or in --config FILE):\n", usage, strings.TrimSpace(description))
+	var flags []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })
+	for _, f := range flags {
+		name, u := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintln(w, line)
+		text := u
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && !strings.Contains(u, "(default") {
+			text += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "      %s [env %s]\n", text, EnvName(f.Name))
+	}
+}
