@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build of pe-bridge: a static binary (CGO_ENABLED=0) on
+# distroless/static (no shell, runs as nonroot). Targets:
+#   bridge      (default) the bridge binary, ENTRYPOINT /bridge, CMD run
+#   example-go  the Go example handlers of examples/polyglot/go: /worker (default), /approver
+# docker build -t pe-bridge .   |   docker build --target example-go -t pe-bridge-example-go .
+
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+ENV CGO_ENABLED=0
+RUN go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/bridge ./cmd/bridge
+RUN go build -trimpath -ldflags "-s -w" -o /out/ ./examples/polyglot/go/worker ./examples/polyglot/go/approver
+
+FROM gcr.io/distroless/static-debian12:nonroot AS example-go
+COPY --from=build /out/worker /out/approver /
+ENTRYPOINT ["/worker"]
+
+FROM gcr.io/distroless/static-debian12:nonroot AS bridge
+COPY --from=build /out/bridge /bridge
+USER nonroot:nonroot
+ENTRYPOINT ["/bridge"]
+CMD ["run"]

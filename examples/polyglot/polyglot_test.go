@@ -1,0 +1,498 @@
+// Package polyglot_test runs the polyglot examples end to end against a real
+// `bridge dev` (built from cmd/bridge, run as a process on loopback):
+//
+//   - Go and Node.js: the example programs run as processes;
+//   - Python and shell: their clients (nats-py, the nats CLI) cannot be
+//     installed here, so the test drives the same wire exchange from Go and
+//     lets the examples' own code decide: handlers.py --stdio and
+//     handle-task.sh (exactly as `nats reply --command` runs it).
+//
+// The Node.js example needs `npm ci --prefix examples/polyglot/node` (make
+// node-deps); the test fails, never skips, without it.
+package polyglot_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/pe-bridge/pe-bridge/events"
+	"github.com/pe-bridge/pe-bridge/handlers-sdk/handlertest"
+)
+
+const root = "../.."
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds cmd/bridge and the Go examples once per test binary.
+func binaries(t *testing.T) (bridge, worker, approver string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "pe-polyglot-")
+		if buildErr != nil {
+			return
+		}
+		for name, pkg := range map[string]string{"bridge": "./cmd/bridge", "worker": "./examples/polyglot/go/worker",
+			"approver": "./examples/polyglot/go/approver"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "bridge"), filepath.Join(binDir, "worker"), filepath.Join(binDir, "approver")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// output is a goroutine-safe buffer for a process's output.
+type output struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
+// proc is a child process stopped with SIGTERM at cleanup.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *output
+	done chan error
+}
+
+func start(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: cmd, out: &output{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if err := p.stop(); err != nil {
+			t.Errorf("%s: %v\n%s", name, err, p.out)
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits; a process that does not exit in time is
+// killed and reported. It returns the exit error (nil on exit 0).
+func (p *proc) stop() error {
+	if p.cmd.ProcessState != nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return errors.New("did not exit within 20s of SIGTERM")
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startBridgeDev runs `bridge dev` on free loopback ports and returns a
+// connection to its NATS server once the request/reply service answers.
+func startBridgeDev(t *testing.T, args ...string) (*nats.Conn, string) {
+	t.Helper()
+	bridge, _, _ := binaries(t)
+	args = append([]string{"dev", "--nats-listen", "127.0.0.1:0", "--engine-addr", "127.0.0.1:0", "--log-level", "warn"}, args...)
+	cmd := exec.Command(bridge, args...)
+	cmd.Env = cleanEnv()
+	p := start(t, "bridge dev", cmd)
+	re := regexp.MustCompile(`NATS:\s+(nats://\S+)`)
+	var url string
+	waitFor(t, "bridge dev to print its NATS URL", 30*time.Second, func() bool {
+		if m := re.FindStringSubmatch(p.out.String()); m != nil {
+			url = m[1]
+			return true
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("bridge dev exited: %v\n%s", err, p.out)
+		default:
+		}
+		return false
+	})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	waitFor(t, "the pe-bridge service", 30*time.Second, func() bool {
+		_, err := nc.Request(events.SubjectUserTaskList, []byte(`{}`), 5*time.Second)
+		return err == nil
+	})
+	return nc, url
+}
+
+// cleanEnv is the test's environment without PE_* variables, so a
+// developer's settings cannot change `bridge dev`.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PE_") && !strings.HasPrefix(kv, "NATS_URL=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// waitForWorker sends a synthetic task event (as the bridge does) until a
+// worker answers, and checks its reply.
+func waitForWorker(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	var reply *nats.Msg
+	waitFor(t, "a worker on pe.task.SampleExternalTask", 60*time.Second, func() bool {
+		msg, err := handlertest.NewMsg(handlertest.Task{ID: "probe-1", Topic: "SampleExternalTask", Payload: map[string]any{"probe": true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply, err = nc.RequestMsg(msg, 10*time.Second)
+		return err == nil
+	})
+	r, err := handlertest.DecodeReply(reply.Data, reply.Header.Get(events.OutcomeHeader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Some string         `json:"some"`
+		Echo map[string]any `json:"echo"`
+	}
+	if err := r.DecodeResult(&res); err != nil || res.Some != "result" || res.Echo["probe"] != true {
+		t.Fatalf("worker reply %s (%v)", reply.Data, err)
+	}
+	// A negative amount is a BPMN error in every example.
+	msg, _ := handlertest.NewMsg(handlertest.Task{ID: "probe-2", Topic: "SampleExternalTask", Payload: map[string]any{"amount": -5}})
+	if reply, err = nc.RequestMsg(msg, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = handlertest.DecodeReply(reply.Data, reply.Header.Get(events.OutcomeHeader)); err != nil || r.Kind != events.KindBPMNError || r.Code != "invalid_amount" {
+		t.Fatalf("worker reply to a negative amount: %s (%v)", reply.Data, err)
+	}
+}
+
+type startReply struct {
+	ProcessInstanceID string          `json:"processInstanceId"`
+	EndEventID        string          `json:"endEventId"`
+	TokenPayload      json.RawMessage `json:"tokenPayload"`
+}
+
+func startProcess(t *testing.T, nc *nats.Conn, model string, token any) startReply {
+	t.Helper()
+	req, _ := json.Marshal(map[string]any{"processModelId": model, "initialToken": token, "returnOn": "finished", "timeout": "60s"})
+	msg, err := nc.Request(events.SubjectProcessStart, req, 70*time.Second)
+	if err != nil {
+		t.Fatalf("starting %s: %v", model, err)
+	}
+	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+		t.Fatalf("starting %s: error %s: %s", model, code, msg.Data)
+	}
+	var r startReply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		t.Fatalf("start reply %s: %v", msg.Data, err)
+	}
+	return r
+}
+
+// exercise runs the processes both handlers serve and checks the outcomes.
+// mode, when set, is the content mode the bridge's task events must have.
+func exercise(t *testing.T, nc *nats.Conn, mode string) {
+	t.Helper()
+	waitForWorker(t, nc)
+	// Watch the bridge's task events (no queue group: the handler still gets them).
+	seen := make(chan *nats.Msg, 16)
+	watch, err := nc.ChanSubscribe(events.TaskPrefix+">", seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Unsubscribe()
+	hello := startProcess(t, nc, "hello_world", map[string]any{"greeting": "hi"})
+	select {
+	case m := <-seen:
+		ct := m.Header.Get(events.HeaderDataContent)
+		if want := map[string]string{"binary": events.ContentTypeJSON, "structured": events.ContentTypeStructured}[mode]; mode != "" && ct != want {
+			t.Errorf("task event Content-Type %q, want %q (%s mode)", ct, want, mode)
+		}
+		if m.Reply == "" {
+			t.Error("task event without reply subject")
+		}
+	default:
+		t.Error("no task event of the bridge seen")
+	}
+	if !bytes.Contains(hello.TokenPayload, []byte(`"some":"result"`)) && !bytes.Contains(hello.TokenPayload, []byte(`"some": "result"`)) {
+		t.Errorf("hello_world ended with token %s, want the worker's result", hello.TokenPayload)
+	}
+	if !bytes.Contains(hello.TokenPayload, []byte("hi")) {
+		t.Errorf("hello_world token %s lacks the echoed payload", hello.TokenPayload)
+	}
+	for _, c := range []struct {
+		token map[string]any
+		end   string
+	}{
+		{map[string]any{"amount": 5000, "customerType": "vip"}, "approved_end"},
+		{map[string]any{"amount": 2000, "customerType": "regular"}, "rejected_end"},
+		{map[string]any{"amount": 500, "customerType": "regular"}, "approved_end"}, // below the gateway: no user task
+	} {
+		r := startProcess(t, nc, "approval", c.token)
+		if r.EndEventID != c.end {
+			t.Errorf("approval with %v ended at %q, want %q (token %s)", c.token, r.EndEventID, c.end, r.TokenPayload)
+		}
+	}
+}
+
+// contentModes are the bridge's task event encodings; every process example
+// runs against both.
+var contentModes = []string{"binary", "structured"}
+
+func TestGoExample(t *testing.T) {
+	for _, mode := range contentModes {
+		t.Run(mode, func(t *testing.T) { testGoExample(t, mode) })
+	}
+}
+
+func testGoExample(t *testing.T, mode string) {
+	nc, url := startBridgeDev(t, "--content-mode", mode)
+	_, worker, approver := binaries(t)
+	var procs []*proc
+	for _, c := range []*exec.Cmd{exec.Command(worker), exec.Command(approver, "-poll", "500ms")} {
+		c.Env = append(cleanEnv(), "NATS_URL="+url)
+		procs = append(procs, start(t, filepath.Base(c.Path), c))
+	}
+	exercise(t, nc, mode)
+	for i, want := range []string{"worker: task ", "approver: finished user task "} {
+		p := procs[i]
+		if err := p.stop(); err != nil {
+			t.Fatalf("%s did not shut down cleanly: %v\n%s", p.name, err, p.out)
+		}
+		if out := p.out.String(); !strings.Contains(out, want) {
+			t.Errorf("%s output lacks %q:\n%s", p.name, want, out)
+		}
+	}
+}
+
+func TestNodeExample(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: install Node.js >= 18 (apt-get install nodejs npm), then run `npm ci --prefix examples/polyglot/node` (make node-deps)")
+	}
+	dir := filepath.Join(root, "examples/polyglot/node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules/nats/package.json")); err != nil {
+		t.Fatal("examples/polyglot/node/node_modules is missing: run `npm ci --prefix examples/polyglot/node` (or make node-deps)")
+	}
+	unit := exec.Command(node, "--test")
+	unit.Dir = dir
+	if out, err := unit.CombinedOutput(); err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
+	}
+	for _, mode := range contentModes {
+		t.Run(mode, func(t *testing.T) { testNodeExample(t, node, dir, mode) })
+	}
+}
+
+// testNodeExample runs worker.js and approver.js as two processes in binary
+// mode, and index.js (both in one) in structured mode.
+func testNodeExample(t *testing.T, node, dir, mode string) {
+	nc, url := startBridgeDev(t, "--content-mode", mode)
+	scripts := [][]string{{"worker.js", "worker: task "}, {"approver.js", "approver: finished user task "}}
+	if mode == "structured" {
+		scripts = [][]string{{"index.js", "worker: task ", "approver: finished user task "}}
+	}
+	var procs []*proc
+	for _, sc := range scripts {
+		cmd := exec.Command(node, sc[0])
+		cmd.Dir = dir
+		cmd.Env = append(cleanEnv(), "NATS_URL="+url)
+		procs = append(procs, start(t, "node "+sc[0], cmd))
+	}
+	exercise(t, nc, mode)
+	for i, sc := range scripts {
+		p := procs[i]
+		if err := p.stop(); err != nil {
+			t.Fatalf("%s did not shut down cleanly: %v\n%s", p.name, err, p.out)
+		}
+		for _, want := range sc[1:] {
+			if out := p.out.String(); !strings.Contains(out, want) {
+				t.Errorf("%s output lacks %q:\n%s", p.name, want, out)
+			}
+		}
+	}
+}
+
+// serveWithCommand answers task events on pe.task.SampleExternalTask with the
+// output of a command run per task (what `nats reply --command` does), and
+// finishes waiting approval user tasks with decide (nil: no approver).
+func serveWithCommand(t *testing.T, nc *nats.Conn, worker func(body []byte) ([]byte, error), decide func(token json.RawMessage) (json.RawMessage, error)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	sub, err := nc.QueueSubscribe("pe.task.SampleExternalTask", events.DefaultQueueGroup, func(m *nats.Msg) {
+		out, err := worker(m.Data)
+		if err != nil {
+			t.Errorf("worker command: %v", err)
+			return
+		}
+		_ = m.Respond(out)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			msg, err := nc.Request(events.SubjectUserTaskList, []byte(`{"processModelId":"approval","state":"suspended"}`), 10*time.Second)
+			if err == nil {
+				var list struct {
+					UserTasks []struct {
+						ID    string          `json:"userTaskInstanceId"`
+						Token json.RawMessage `json:"token"`
+					} `json:"userTasks"`
+				}
+				_ = json.Unmarshal(msg.Data, &list)
+				for _, ut := range list.UserTasks {
+					result, err := decide(ut.Token)
+					if err != nil {
+						t.Errorf("decide: %v", err)
+						continue
+					}
+					req, _ := json.Marshal(map[string]any{"userTaskInstanceId": ut.ID, "result": result})
+					_, _ = nc.Request(events.SubjectUserTaskFinish, req, 10*time.Second)
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	})
+}
+
+func runStdio(name string, stdin []byte, env []string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s %v: %v: %s", name, args, err, stderr.String())
+	}
+	return out, nil
+}
+
+func TestPythonExample(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is not installed")
+	}
+	dir := filepath.Join(root, "examples/polyglot/python")
+	compile := exec.Command(py, "-c", "import py_compile,sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)",
+		filepath.Join(dir, "handlers.py"), filepath.Join(t.TempDir(), "handlers.pyc"))
+	if out, err := compile.CombinedOutput(); err != nil {
+		t.Fatalf("py_compile handlers.py: %v\n%s", err, out)
+	}
+	script := filepath.Join(dir, "handlers.py")
+	nc, _ := startBridgeDev(t)
+	serveWithCommand(t, nc,
+		func(body []byte) ([]byte, error) { return runStdio(py, body, nil, script, "--stdio", "task") },
+		func(token json.RawMessage) (json.RawMessage, error) {
+			return runStdio(py, token, nil, script, "--stdio", "decide")
+		})
+	exercise(t, nc, "binary")
+}
+
+func TestShellExample(t *testing.T) {
+	dir := filepath.Join(root, "examples/polyglot/shell")
+	scripts, _ := filepath.Glob(filepath.Join(dir, "*.sh"))
+	if len(scripts) < 3 {
+		t.Fatalf("shell scripts: %v", scripts)
+	}
+	for _, s := range scripts {
+		if out, err := exec.Command("bash", "-n", s).CombinedOutput(); err != nil {
+			t.Errorf("bash -n %s: %v\n%s", s, err, out)
+		}
+	}
+	hook := filepath.Join(dir, "handle-task.sh")
+	nc, _ := startBridgeDev(t)
+	// The hook gets the body in NATS_REQUEST_BODY, as `nats reply --command`
+	// passes it; the approval decisions come from the Python rules' twin in Go
+	// (the shell approver needs jq and the nats CLI).
+	serveWithCommand(t, nc,
+		func(body []byte) ([]byte, error) {
+			return runStdio("bash", nil, []string{"NATS_REQUEST_BODY=" + string(body)}, hook)
+		},
+		func(token json.RawMessage) (json.RawMessage, error) { return decideGo(token), nil })
+	exercise(t, nc, "binary")
+}
+
+// decideGo mirrors the seed's approval rules for the shell test's approver.
+func decideGo(token json.RawMessage) json.RawMessage {
+	var t struct {
+		Amount       *float64 `json:"amount"`
+		CustomerType string   `json:"customerType"`
+	}
+	_ = json.Unmarshal(token, &t)
+	switch {
+	case t.Amount != nil && *t.Amount < 1000:
+		return json.RawMessage(`{"approved":true,"autoApproved":true}`)
+	case t.CustomerType == "vip":
+		return json.RawMessage(`{"approved":true,"priority":"high"}`)
+	}
+	return json.RawMessage(`{"approved":false,"requiresReview":true}`)
+}
