@@ -344,7 +344,7 @@ func TestNonEngineErrorBody(t *testing.T) {
 	})
 	err := c.ExtendLock(ctx, "t", "w", time.Second)
 	var e *Error
-	if !errors.As(err, &e) || e.Status != 502 || e.Body.ErrorClassName != "InternalServerError" || e.Body.Code != 502 {
+	if !errors.As(err, &e) || e.Status != 502 || e.Body.ErrorClassName != "BadGatewayError" || e.Body.Code != 502 {
 		t.Fatalf("err = %#v", err)
 	}
 	if strings.Contains(err.Error(), secret) {
