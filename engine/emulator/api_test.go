@@ -38,14 +38,14 @@ func TestAuth(t *testing.T) {
 		checkError(t, 401, st, b)
 	})
 	t.Run("invalid token is 401", func(t *testing.T) {
-		st, b := h.raw("GET", "/info", nil, auth("Bearer nope"))
+		st, b := h.raw("GET", "/process_models", nil, auth("Bearer nope"))
 		be := checkError(t, 401, st, b)
 		if be.ErrorClassName != "UnauthorizedError" {
 			t.Fatalf("class %s", be.ErrorClassName)
 		}
 	})
 	t.Run("expired token message says expired", func(t *testing.T) {
-		st, b := h.raw("GET", "/info", nil, auth("Bearer old"))
+		st, b := h.raw("GET", "/process_models", nil, auth("Bearer old"))
 		be := checkError(t, 401, st, b)
 		if !strings.Contains(be.Message, "expired") {
 			t.Fatalf("message %q", be.Message)
@@ -103,7 +103,16 @@ func TestAuth(t *testing.T) {
 
 func TestDenyAnonymous(t *testing.T) {
 	h := newHarness(t, Config{DenyAnonymous: true, Verify: func(string) (Identity, error) { return Identity{}, errors.New("no") }})
-	h.wantError(401, "GET", "/info", nil)
+	h.wantError(401, "GET", "/process_models", nil)
+	// Authority discovery works before a client has a token, as the official
+	// client needs (it asks with the dummy token).
+	for _, path := range []string{"/authority", "/info"} {
+		for _, hdr := range []string{"", "Bearer " + engine.DummyToken, "Bearer nope"} {
+			if st, b := h.raw("GET", path, nil, map[string]string{"Authorization": hdr}); st != 200 {
+				t.Errorf("GET %s with %q: status %d (%s)", path, hdr, st, b)
+			}
+		}
+	}
 	if _, err := New(Config{DenyAnonymous: true}); err == nil {
 		t.Fatal("DenyAnonymous without Verify must be rejected")
 	}

@@ -19,6 +19,7 @@ type scopeRule uint8
 
 const (
 	scopeNone   scopeRule = iota // any valid token
+	scopePublic                  // no token needed: authority discovery must work before a client has one
 	scopeETW                     // engine_etw
 	scopeRead                    // engine_read
 	scopeWrite                   // engine_write
@@ -48,8 +49,11 @@ func (e *Emulator) buildRoutes() []route {
 		return route{method: method, segs: strings.Split(path, "/"), scope: scope, op: op, handler: h}
 	}
 	return []route{
-		r("GET", "info", scopeNone, opOther, e.hInfo),
-		r("GET", "authority", scopeNone, opOther, e.hAuthority),
+		// [I] public: the official client discovers the authority with the dummy
+		// token even where anonymous root access is off (IdentityAccessorClientCredentials
+		// → ApplicationInfoClient without identity), so the engine must answer it.
+		r("GET", "info", scopePublic, opOther, e.hInfo),
+		r("GET", "authority", scopePublic, opOther, e.hAuthority),
 		r("GET", "external_tasks/deployed_topics", scopeETW, opOther, e.hDeployedTopics),
 		r("POST", "external_tasks/fetch_and_lock", scopeETW, opFetch, e.hFetchAndLock),
 		r("PUT", "external_tasks/*/extend_lock", scopeETW, opExtend, e.hExtendLock),
@@ -256,10 +260,13 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiError(404, fmt.Sprintf("Route %s %s not found.", r.Method, r.URL.Path), nil))
 		return
 	}
-	id, err := e.authenticate(r)
-	if err != nil {
-		writeError(w, err)
-		return
+	var id Identity
+	if rt.scope != scopePublic {
+		var err *engine.Error
+		if id, err = e.authenticate(r); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	if err := checkScope(rt.scope, id); err != nil {
 		writeError(w, err)
@@ -315,7 +322,7 @@ func (e *Emulator) authenticate(r *http.Request) (Identity, *engine.Error) {
 func isRoot(id Identity) bool { return id.Scopes == nil }
 
 func checkScope(rule scopeRule, id Identity) *engine.Error {
-	if isRoot(id) || rule == scopeNone {
+	if isRoot(id) || rule == scopeNone || rule == scopePublic {
 		return nil
 	}
 	var need []string
