@@ -586,7 +586,7 @@ func TestEmulatorOAuthEndToEnd(t *testing.T) {
 	}
 	_, err = e.c.StartProcess(engine.WithToken(ctx, userTok), engine.ProcessStartRequest{ProcessModelID: "ct_external"})
 	wantStatus(t, "forwarded token without engine_write", err, 403, engine.ErrForbidden)
-	_, err = e.c.Info(engine.WithToken(ctx, "not-a-token"))
+	_, err = e.c.ProcessModels(engine.WithToken(ctx, "not-a-token"), 0, 0)
 	wantStatus(t, "invalid token", err, 401, engine.ErrUnauthorized)
 
 	assertNoSecrets(t, logs.String(), workerSecret, userTok)

@@ -382,7 +382,8 @@ func runScenario(t *testing.T, d *driver) {
 
 	// --- authentication ---
 	none, bad := "", "not-a-valid-token"
-	d.do(call{step: "no token", method: "GET", path: "/info", token: &none, invalid: true, want: []int{401}}, nil)
+	d.do(call{step: "no token", method: "GET", path: "/process_models", token: &none, invalid: true, want: []int{401}}, nil)
+	d.do(call{step: "authority without token", method: "GET", path: "/authority", token: &none, invalid: true, want: []int{200}}, nil)
 	d.do(call{step: "bad token", method: "GET", path: "/process_models", token: &bad, want: []int{401}}, nil)
 
 	// --- deployment ---
