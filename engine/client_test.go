@@ -95,8 +95,10 @@ func TestNewClientValidatesURL(t *testing.T) {
 	if want := "http://engine:8000/atlas_engine/api/v1"; c.base != want {
 		t.Errorf("base = %q, want %q", c.base, want)
 	}
-	if c.Close() != nil || c.Close() != nil {
-		t.Error("Close not idempotent")
+	for i := 0; i < 2; i++ {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close #%d: %v (not idempotent)", i+1, err)
+		}
 	}
 }
 

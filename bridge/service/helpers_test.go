@@ -196,27 +196,6 @@ func (f *fakeEngine) TriggerSignal(ctx context.Context, name string, payload jso
 	return f.signal(ctx, name, payload, pi)
 }
 
-// failingEngine answers every call with err.
-func failingEngine(err error) *fakeEngine {
-	return &fakeEngine{
-		start: func(context.Context, engine.ProcessStartRequest) (engine.ProcessStartResponse, error) {
-			return engine.ProcessStartResponse{}, err
-		},
-		query: func(context.Context, engine.ProcessInstanceQuery) (engine.ProcessInstanceList, error) {
-			return engine.ProcessInstanceList{}, err
-		},
-		terminate: func(context.Context, string) error { return err },
-		tasks: func(context.Context, engine.FlowNodeInstanceQuery) (engine.FlowNodeInstanceList, error) {
-			return engine.FlowNodeInstanceList{}, err
-		},
-		reserve: func(context.Context, string, string) error { return err },
-		cancel:  func(context.Context, string) error { return err },
-		finish:  func(context.Context, string, json.RawMessage) error { return err },
-		message: func(context.Context, string, json.RawMessage, string) error { return err },
-		signal:  func(context.Context, string, json.RawMessage, string) error { return err },
-	}
-}
-
 // syncBuffer is a goroutine-safe log sink.
 type syncBuffer struct {
 	mu sync.Mutex

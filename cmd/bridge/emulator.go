@@ -183,13 +183,7 @@ func newEmulatorServer(c emulatorServerConfig) (*emulatorServer, error) {
 			return nil, fmt.Errorf("creating authority: %w", err)
 		}
 		ecfg.AuthorityURL = issuer
-		ecfg.Verify = func(token string) (emulator.Identity, error) {
-			id, err := a.Verify(token)
-			if err != nil {
-				return emulator.Identity{}, err
-			}
-			return emulator.Identity{UserID: id.UserID, Scopes: id.Scopes}, nil
-		}
+		ecfg.Verify = a.Verify
 		mux.Handle(authorityPath+"/", http.StripPrefix(authorityPath, a))
 	}
 	emu, err := emulator.New(ecfg)

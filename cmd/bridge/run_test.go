@@ -265,10 +265,7 @@ func TestRunClientCredentialsAndEmbeddedNATS(t *testing.T) {
 	auth.SetIssuer(authSrv)
 	emu, engineURL := testEngine(t, emulator.Config{
 		AuthorityURL: authSrv + "/",
-		Verify: func(tok string) (emulator.Identity, error) {
-			id, err := auth.Verify(tok)
-			return emulator.Identity{UserID: id.UserID, Scopes: id.Scopes}, err
-		},
+		Verify:       auth.Verify,
 	})
 	secretFile := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -186,7 +185,5 @@ func jsonEq(t *testing.T, got json.RawMessage, want string) {
 		t.Fatalf("json %s, want %s", gb, wb)
 	}
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func modelsFS() fs.FS { return models.FS }

@@ -65,15 +65,6 @@ func (e *elem) cattr(local string) string {
 	return ""
 }
 
-func (e *elem) hasAttr(local string) bool {
-	for _, a := range e.Attrs {
-		if a.Name.Local == local && (a.Name.Space == "" || a.Name.Space == NSBPMN) {
-			return true
-		}
-	}
-	return false
-}
-
 func (e *elem) child(local string) *elem {
 	for i := range e.Children {
 		if e.Children[i].XMLName.Local == local {
