@@ -184,10 +184,15 @@ func TestRunKilledWithTasksInFlightAndRestarted(t *testing.T) {
 		if c > 1 {
 			redelivered++
 		}
-		if calls := emu.TaskCalls(id); calls != 1 {
-			// a lock lapse under load can lead to a second, refused, finish call;
-			// the engine's count of finished tasks below is what must hold
-			t.Logf("task %s got %d finish/error calls", id, calls)
+		switch calls := emu.TaskCalls(id); {
+		case calls == 0 || calls > 2:
+			t.Errorf("task %s got %d finish/error calls, want 1", id, calls)
+		case calls == 2:
+			// Only when the restarted bridge's own lock lapsed under load (a
+			// -race child on 2 busy cores) can a re-fetched copy send a second
+			// finish, which the engine refuses with 409; the count of finished
+			// tasks below is what must hold.
+			t.Logf("task %s got 2 finish/error calls (second one refused)", id)
 		}
 	}
 	if redelivered != n {
