@@ -1,6 +1,6 @@
 # One target per habit. CI (.ci/run) calls `make test`, the same command the README gives.
 GO        ?= go
-NODE_DIRS := engine/emulator/conformance/node examples/polyglot/node
+NODE_DIRS := engine/emulator/conformance/node examples/polyglot/node bench/node
 STATICCHECK := $(GO) run -modfile=tools/go.mod honnef.co/go/tools/cmd/staticcheck
 BENCHSTAT   := $(GO) run -modfile=tools/go.mod golang.org/x/perf/cmd/benchstat
 FUZZTIME  ?= 20s

@@ -80,6 +80,7 @@ type options struct {
 	directFetch  int
 	nodeLogLevel string
 	lowRate      float64
+	bridgeEnv    []string
 }
 
 func main() {
@@ -104,7 +105,12 @@ func main() {
 	flag.IntVar(&o.directFetch, "direct-fetchers", 4, "fetch loops of the direct worker for windows ≥ 40 (window/fetchers tasks each)")
 	flag.Float64Var(&o.lowRate, "low-rate", 200, "start rate of the low-load latency runs (cost 0, window 100; 0 skips)")
 	flag.StringVar(&o.nodeLogLevel, "node-log-level", "warn", "minLogLevel of the official worker's logger (its default, debug, logs twice per task)")
+	var bridgeEnv string
+	flag.StringVar(&bridgeEnv, "bridge-env", "", "extra environment of the bridge process only, comma-separated KEY=VALUE (e.g. GOGC=200), for experiments")
 	flag.Parse()
+	if bridgeEnv != "" {
+		o.bridgeEnv = strings.Split(bridgeEnv, ",")
+	}
 	var err error
 	if o.costs, err = parseInts(costs); err == nil {
 		o.windows, err = parseInts(windows)
@@ -665,7 +671,7 @@ func (h *harness) startPathFull(ctx context.Context, emu *emuProc, path, tag str
 			args = append(args, h.bridge.pprofFlag, fmt.Sprintf("127.0.0.1:%d", pport))
 			pp.pprof = fmt.Sprintf("http://127.0.0.1:%d", pport)
 		}
-		b, err := startChild(h.logDir, tag+"-bridge", nil, h.bins["bridge"], args...)
+		b, err := startChild(h.logDir, tag+"-bridge", h.o.bridgeEnv, h.bins["bridge"], args...)
 		if err != nil {
 			return nil, err
 		}

@@ -61,6 +61,8 @@ const (
 	DefaultFailureErrorCode      = "TechnicalFailure"
 	DefaultDrainTimeout          = 30 * time.Second
 	DefaultSource                = "pe-bridge"
+	DefaultReportConcurrency     = 64
+	DefaultExtendConcurrency     = 64
 	// MinLockDuration is the shortest lock the pump accepts.
 	MinLockDuration = time.Second
 )
@@ -84,9 +86,10 @@ type Config struct {
 	// engine client's HTTP timeout must be longer.
 	LongPollTimeout time.Duration
 	// Window is the number of tasks per topic handed to handlers at once
-	// (fetched, outcome not yet in). A topic's poller never fetches more than
-	// the free slots. Tasks whose outcome is being reported to the engine are
-	// capped at another Window per topic. Default 100.
+	// (fetched, handler outcome not yet in). A topic's poller never fetches
+	// more than the free slots. Up to another Window per topic may be waiting
+	// for the engine to accept their outcome (reporting, or queued behind
+	// ReportConcurrency); when those are full too, fetching stops. Default 100.
 	Window int
 	// MaxProcessingTime bounds how long one task is kept locked, from fetch,
 	// across all attempts. Past it, a single-try task is reported with
@@ -123,6 +126,17 @@ type Config struct {
 	// Source is the CloudEvent source attribute, e.g. "pe-bridge://engine:8000".
 	// Default "pe-bridge".
 	Source string
+	// ReportConcurrency bounds the finish and error calls the pump has open
+	// at once, over all topics; further outcomes wait in a queue (they still
+	// hold their place among the tasks capped at another Window). The drain's
+	// final reports have a bound of the same size of their own. Default 64.
+	ReportConcurrency int
+	// ExtendConcurrency bounds the extend_lock calls open at once, separately
+	// from the reports, so queued outcomes never delay an extension. Default 64.
+	// Long polls (one per topic) are not counted by either bound; the engine
+	// client should keep at least ReportConcurrency + ExtendConcurrency + the
+	// number of topics idle connections.
+	ExtendConcurrency int
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -175,6 +189,12 @@ func (c Config) withDefaults() Config {
 	if c.Source == "" {
 		c.Source = DefaultSource
 	}
+	if c.ReportConcurrency == 0 {
+		c.ReportConcurrency = DefaultReportConcurrency
+	}
+	if c.ExtendConcurrency == 0 {
+		c.ExtendConcurrency = DefaultExtendConcurrency
+	}
 	return c
 }
 
@@ -201,6 +221,12 @@ func (c Config) Validate() error {
 	}
 	if c.Window < 0 {
 		errs = append(errs, fmt.Errorf("bridge: window %d is negative", c.Window))
+	}
+	if c.ReportConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("bridge: report concurrency %d is negative", c.ReportConcurrency))
+	}
+	if c.ExtendConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("bridge: extend concurrency %d is negative", c.ExtendConcurrency))
 	}
 	if c.MaxAttempts < 0 {
 		errs = append(errs, fmt.Errorf("bridge: max attempts %d is negative", c.MaxAttempts))

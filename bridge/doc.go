@@ -80,6 +80,17 @@
 // FailureErrorCode; a multi-try task is left to lapse (the engine offers it
 // again).
 //
+// Engine calls are bounded: at most Config.ReportConcurrency finish/error
+// calls are open at once (default 64); further outcomes wait in a FIFO queue
+// that holds neither a goroutine nor a connection, and a fixed number of
+// reporter goroutines works through it. Lock extensions have a bound of
+// their own (Config.ExtendConcurrency, default 64), so a queue of outcomes
+// never delays an extension (and queued tasks keep their locks extended).
+// The long polls (one per topic) are not bounded. The drain's final reports
+// use their own context and a bound of ReportConcurrency of their own. Give
+// the engine client at least ReportConcurrency + ExtendConcurrency + topics
+// idle connections (engine.ClientConfig.MaxIdleConnsPerHost; cmd/bridge does).
+//
 // Finish and error calls: 409/423/404 → dropped with a warning (already done,
 // owned by another worker, gone); 5xx, 429 and transport errors → retried with
 // backoff while the lock is still extended; other 4xx → dropped with an

@@ -30,6 +30,15 @@ type fakeEngine struct {
 	extendErr func(id string, n int) error // n = 1-based extend number of the task
 	reportErr func(id string, n int) error // n = 1-based finish/error call of the task
 	reported  chan string                  // task id after each successful finish/error (buffered)
+
+	// reportGate, when set, holds every finish/error call until it is closed
+	// (or ctx ends); extendDelay makes every extend_lock take that long.
+	reportGate  chan struct{}
+	extendDelay time.Duration
+	inReport    int // finish/error calls open now, and the most seen at once
+	maxReport   int
+	inExtend    int // extend_lock calls open now, and the most seen at once
+	maxExtend   int
 }
 
 func newFakeEngine(topics ...string) *fakeEngine {
@@ -114,6 +123,15 @@ func (f *fakeEngine) FetchAndLock(ctx context.Context, req engine.FetchAndLockRe
 
 func (f *fakeEngine) ExtendLock(ctx context.Context, id, worker string, d time.Duration) error {
 	f.mu.Lock()
+	f.inExtend++
+	f.maxExtend = max(f.maxExtend, f.inExtend)
+	delay := f.extendDelay
+	f.mu.Unlock()
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	f.mu.Lock()
+	f.inExtend--
 	f.extends[id] = append(f.extends[id], time.Now())
 	n := len(f.extends[id])
 	errf := f.extendErr
@@ -124,8 +142,20 @@ func (f *fakeEngine) ExtendLock(ctx context.Context, id, worker string, d time.D
 	return nil
 }
 
-func (f *fakeEngine) report(id string, record func()) error {
+func (f *fakeEngine) report(ctx context.Context, id string, record func()) error {
 	f.mu.Lock()
+	f.inReport++
+	f.maxReport = max(f.maxReport, f.inReport)
+	gate := f.reportGate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+	}
+	f.mu.Lock()
+	f.inReport--
 	f.calls[id]++
 	n := f.calls[id]
 	errf := f.reportErr
@@ -146,14 +176,14 @@ func (f *fakeEngine) FinishTask(ctx context.Context, id, worker string, result j
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return f.report(id, func() { f.finishes[id] = append(f.finishes[id], result) })
+	return f.report(ctx, id, func() { f.finishes[id] = append(f.finishes[id], result) })
 }
 
 func (f *fakeEngine) HandleError(ctx context.Context, id, worker string, e engine.ExternalTaskError) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return f.report(id, func() { f.errs[id] = append(f.errs[id], e) })
+	return f.report(ctx, id, func() { f.errs[id] = append(f.errs[id], e) })
 }
 
 func (f *fakeEngine) extendCount(id string) int {
@@ -256,4 +286,12 @@ func (b *fakeBus) reply(m *nats.Msg, body string, header ...string) {
 		r.Header.Set("Pe-Outcome", header[0])
 	}
 	b.deliver(r)
+}
+
+// concurrency returns the finish/error and extend_lock calls open now and
+// the most seen at once.
+func (f *fakeEngine) concurrency() (inReport, maxReport, inExtend, maxExtend int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inReport, f.maxReport, f.inExtend, f.maxExtend
 }

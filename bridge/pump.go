@@ -57,6 +57,14 @@ type Pump struct {
 	workCtx    context.Context // engine calls of in-flight tasks; cancelled when Run ends
 	workCancel context.CancelFunc
 
+	// Outcome reports: at most cap(reportSem) reporter goroutines, each
+	// working through reportQ until it is empty. extendSem bounds the lock
+	// extensions separately.
+	rmu       sync.Mutex
+	reportQ   []*task
+	reportSem chan struct{}
+	extendSem chan struct{}
+
 	runMu   sync.Mutex
 	started bool
 	closed  bool
@@ -101,6 +109,8 @@ func newPump(eng Engine, tr transport, cfg Config, logger *slog.Logger) (*Pump, 
 		idle:       make(chan struct{}),
 		workCtx:    workCtx,
 		workCancel: workCancel,
+		reportSem:  make(chan struct{}, cfg.ReportConcurrency),
+		extendSem:  make(chan struct{}, cfg.ExtendConcurrency),
 		done:       make(chan struct{}),
 	}, nil
 }
@@ -312,18 +322,74 @@ func (p *Pump) track(f func()) {
 	f()
 }
 
-// goTracked runs f in a new goroutine owned by the pump.
-func (p *Pump) goTracked(f func()) {
+// goTracked runs f in a new goroutine owned by the pump; it reports false
+// (and f does not run) once the pump has stopped.
+func (p *Pump) goTracked(f func()) bool {
 	p.gmu.Lock()
 	defer p.gmu.Unlock()
 	if p.gstopped {
-		return
+		return false
 	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		f()
 	}()
+	return true
+}
+
+// queueReport has t's pending outcome sent by a reporter goroutine: a new
+// one while fewer than ReportConcurrency run, else the next one that is free
+// (FIFO). A queued report holds no goroutine and no engine connection.
+func (p *Pump) queueReport(t *task) {
+	p.rmu.Lock()
+	select {
+	case p.reportSem <- struct{}{}:
+		p.rmu.Unlock()
+		if !p.goTracked(func() { p.reportLoop(t) }) {
+			p.rmu.Lock()
+			<-p.reportSem
+			p.rmu.Unlock()
+		}
+	default:
+		p.reportQ = append(p.reportQ, t)
+		p.rmu.Unlock()
+	}
+}
+
+// reportLoop reports t, then the queued tasks, until the queue is empty;
+// it holds one reportSem slot throughout. After the pump's work context is
+// cancelled each queued report fails at once (the engine is not called).
+func (p *Pump) reportLoop(t *task) {
+	for {
+		t.doReport(p.workCtx, false)
+		p.rmu.Lock()
+		if len(p.reportQ) == 0 {
+			p.reportQ = nil
+			<-p.reportSem
+			p.rmu.Unlock()
+			return
+		}
+		t = p.reportQ[0]
+		p.reportQ[0] = nil
+		p.reportQ = p.reportQ[1:]
+		p.rmu.Unlock()
+	}
+}
+
+// acquire takes a slot of sem, or gives up when ctx ends.
+func acquire(ctx context.Context, sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // onReply receives every reply on the pump's inbox (serially, from NATS).
@@ -413,8 +479,9 @@ func (p *Pump) drain() {
 		p.log.Warn("drain time is over; giving up on in-flight tasks", "in_flight", len(rest))
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownReportTimeout)
 		var wg sync.WaitGroup
+		sem := make(chan struct{}, p.cfg.ReportConcurrency)
 		for _, t := range rest {
-			t.abandon(ctx, &wg)
+			t.abandon(ctx, sem, &wg)
 		}
 		wg.Wait()
 		cancel()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -970,6 +971,69 @@ func TestPumpWindowFreesOnReplyButCapsReporting(t *testing.T) {
 		}
 		for range 10 {
 			h.reported(time.Minute)
+		}
+	})
+}
+
+// TestPumpBoundsEngineCalls finishes 500 tasks at once against an engine
+// that holds every finish: at most ReportConcurrency finish calls are open,
+// the rest wait in the queue, and locks (of the queued tasks and of a task a
+// handler still works on) are extended meanwhile, at most
+// ExtendConcurrency at once.
+func TestPumpBoundsEngineCalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 500
+		eng, bus := newFakeEngine(), newFakeBus()
+		gate := make(chan struct{})
+		eng.reportGate = gate
+		eng.extendDelay = time.Millisecond
+		cfg := unitConfig() // lock 3 s: extended every 2 s
+		cfg.Window = 1000
+		cfg.ReportConcurrency = 8
+		cfg.ExtendConcurrency = 3
+		h := startPump(t, cfg, eng, bus)
+		eng.add(testTask("slow", "t1", false))
+		slow := h.next(time.Second)
+		tasks := make([]engine.ExternalTask, n)
+		for i := range tasks {
+			tasks[i] = testTask(fmt.Sprintf("task-%d", i), "t1", false)
+		}
+		eng.add(tasks...)
+		for range n {
+			bus.reply(h.next(time.Second), `{"ok":true}`)
+		}
+		synctest.Wait()
+		if in, most, _, _ := eng.concurrency(); in != cfg.ReportConcurrency || most != cfg.ReportConcurrency {
+			t.Fatalf("finish calls open %d, most at once %d; want %d (the bound) while %d outcomes wait",
+				in, most, cfg.ReportConcurrency, n)
+		}
+		if g := runtime.NumGoroutine(); g > 100 {
+			t.Errorf("%d goroutines while %d outcomes are queued; queued reports must not hold one each", g, n)
+		}
+
+		time.Sleep(2500 * time.Millisecond) // past the first extension (at 2 s), reports still held
+		synctest.Wait()
+		if c := eng.extendCount("slow"); c != 1 {
+			t.Errorf("the handler's task was extended %d times while reports were queued, want 1", c)
+		}
+		if c := eng.extendCount("task-499"); c != 1 {
+			t.Errorf("a queued task was extended %d times, want 1", c)
+		}
+		if _, _, _, most := eng.concurrency(); most != cfg.ExtendConcurrency {
+			t.Errorf("most extend_lock calls at once %d, want %d", most, cfg.ExtendConcurrency)
+		}
+
+		close(gate)
+		for range n {
+			h.reported(time.Minute)
+		}
+		bus.reply(slow, `{}`)
+		h.reported(time.Minute)
+		if _, most, _, _ := eng.concurrency(); most > cfg.ReportConcurrency {
+			t.Fatalf("most finish calls at once %d, over the bound %d", most, cfg.ReportConcurrency)
+		}
+		if s := h.p.Stats(); s.Finished != n+1 {
+			t.Fatalf("finished %d, want %d", s.Finished, n+1)
 		}
 	})
 }

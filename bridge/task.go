@@ -235,7 +235,7 @@ func (t *task) onStep(gen uint64) {
 		t.send(msg, key)
 	case stReporting:
 		t.mu.Unlock()
-		t.doReport(t.p.workCtx, false)
+		t.p.queueReport(t)
 	default:
 		t.mu.Unlock()
 	}
@@ -378,7 +378,7 @@ func (t *task) startReport(r report) {
 		t.ts.release(true, false)
 	}
 	t.rep = r
-	t.p.goTracked(func() { t.doReport(t.p.workCtx, false) })
+	t.p.queueReport(t)
 }
 
 // doReport sends the pending outcome once and settles the task from the
@@ -462,8 +462,14 @@ func (t *task) lockTick() {
 	}
 	t.mu.Unlock()
 
+	// A queue of outcome reports never delays an extension: extensions have
+	// their own bound.
+	if !acquire(p.workCtx, p.extendSem) {
+		return
+	}
 	start := time.Now()
 	err := p.eng.ExtendLock(p.workCtx, t.et.ID, p.cfg.WorkerID, p.cfg.LockDuration)
+	<-p.extendSem
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -533,7 +539,8 @@ func (t *task) cancelled(reason string) {
 // abandon gives up on the task at the end of a drain: single-try tasks are
 // reported (their handler outcome if one is waiting for a retry, else the
 // reserved error), multi-try tasks are left to lapse.
-func (t *task) abandon(ctx context.Context, wg *sync.WaitGroup) {
+// At most cap(sem) of these final reports are open at once.
+func (t *task) abandon(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) {
 	p := t.p
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -561,6 +568,11 @@ func (t *task) abandon(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		if !acquire(ctx, sem) {
+			t.doReport(ctx, true) // fails at once: ctx is done
+			return
+		}
+		defer func() { <-sem }()
 		t.doReport(ctx, true)
 	}()
 }

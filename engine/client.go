@@ -40,10 +40,18 @@ const (
 // request timeout, dedicated HTTP client).
 type ClientConfig struct {
 	// HTTPClient sends the requests. nil: a dedicated client with keep-alives
-	// and up to 256 idle connections per host. A client's Timeout, if set,
-	// applies on top of the per-call timeouts and must exceed the longest
-	// long poll; leave it zero.
+	// and up to MaxIdleConnsPerHost idle connections per host. A client's
+	// Timeout, if set, applies on top of the per-call timeouts and must exceed
+	// the longest long poll; leave it zero.
 	HTTPClient *http.Client
+	// MaxIdleConnsPerHost is how many idle keep-alive connections the
+	// dedicated HTTP client keeps to the engine (ignored with HTTPClient).
+	// Callers that bound their concurrent calls (the bridge's task pump:
+	// report + extend concurrency, plus one long poll per topic) should set it
+	// at least that high, so every call reuses a connection instead of
+	// dialling a new one. The number of open connections is not capped: long
+	// polls must never wait for a connection. Default 256.
+	MaxIdleConnsPerHost int
 	// TokenSource yields the bearer token of every call. nil: the dummy token
 	// (development engines with anonymous root access only). When it
 	// implements TokenRefresher (ClientCredentials does), a 401 whose message
@@ -64,6 +72,9 @@ type ClientConfig struct {
 func (c ClientConfig) Validate() error {
 	if c.RequestTimeout < 0 {
 		return errors.New("engine: negative RequestTimeout")
+	}
+	if c.MaxIdleConnsPerHost < 0 {
+		return errors.New("engine: negative MaxIdleConnsPerHost")
 	}
 	return nil
 }
@@ -128,7 +139,7 @@ func NewClient(baseURL string, cfg ClientConfig) (*Client, error) {
 		maxBody:   MaxResponseSize,
 	}
 	if c.hc == nil {
-		c.hc, c.ownHC = newHTTPClient(), true
+		c.hc, c.ownHC = newHTTPClient(cfg.MaxIdleConnsPerHost), true
 	}
 	if c.ts == nil {
 		c.ts = DummyTokenSource()
@@ -145,10 +156,16 @@ func NewClient(baseURL string, cfg ClientConfig) (*Client, error) {
 	return c, nil
 }
 
-func newHTTPClient() *http.Client {
+// DefaultMaxIdleConnsPerHost is the default of ClientConfig.MaxIdleConnsPerHost.
+const DefaultMaxIdleConnsPerHost = 256
+
+func newHTTPClient(idlePerHost int) *http.Client {
+	if idlePerHost == 0 {
+		idlePerHost = DefaultMaxIdleConnsPerHost
+	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = 1024
-	t.MaxIdleConnsPerHost = 256
+	t.MaxIdleConns = max(1024, idlePerHost)
+	t.MaxIdleConnsPerHost = idlePerHost
 	t.IdleConnTimeout = 90 * time.Second
 	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	return &http.Client{Transport: t}
@@ -232,20 +249,34 @@ func (c *Client) FetchAndLock(ctx context.Context, req FetchAndLockRequest) ([]E
 // the task was finished, cancelled or expired; 423 (ErrLockLost) that
 // another worker holds it.
 func (c *Client) ExtendLock(ctx context.Context, taskID, workerID string, d time.Duration) error {
-	body, err := json.Marshal(ExtendLockRequest{WorkerID: workerID, AdditionalDuration: d.Milliseconds()})
-	if err != nil {
-		return fmt.Errorf("engine: encoding extend lock request: %w", err)
-	}
+	// {"workerId":<id>,"additionalDuration":<ms>}, built by hand: this and
+	// FinishTask run once per task.
+	body := make([]byte, 0, 48+len(workerID))
+	body = append(body, `{"workerId":`...)
+	body = appendJSONString(body, workerID)
+	body = append(body, `,"additionalDuration":`...)
+	body = strconv.AppendInt(body, d.Milliseconds(), 10)
+	body = append(body, '}')
 	return c.do(ctx, call{op: opExtendLock, method: http.MethodPut,
 		path: taskPath(taskID, "/extend_lock"), body: body, timeout: c.timeout}, nil)
 }
 
 // FinishTask finishes task taskID with result (any JSON; nil sends none).
 func (c *Client) FinishTask(ctx context.Context, taskID, workerID string, result json.RawMessage) error {
-	body, err := json.Marshal(FinishRequest{WorkerID: workerID, Result: result})
-	if err != nil {
-		return fmt.Errorf("engine: encoding finish request of %s: %w", taskID, err)
+	// {"workerId":<id>,"result":<result>} (no result when empty), built by
+	// appending: json.Marshal would compact and HTML-escape the result with a
+	// fresh scanner. json.Valid is the cheaper check that it is JSON.
+	if len(result) > 0 && !json.Valid(result) {
+		return fmt.Errorf("engine: encoding finish request of %s: result is not valid JSON", taskID)
 	}
+	body := make([]byte, 0, 36+len(workerID)+len(result))
+	body = append(body, `{"workerId":`...)
+	body = appendJSONString(body, workerID)
+	if len(result) > 0 {
+		body = append(body, `,"result":`...)
+		body = append(body, result...)
+	}
+	body = append(body, '}')
 	return c.do(ctx, call{op: opFinishTask, method: http.MethodPut,
 		path: taskPath(taskID, "/finish"), body: body, timeout: c.timeout}, nil)
 }
@@ -258,6 +289,21 @@ func (c *Client) HandleError(ctx context.Context, taskID, workerID string, e Ext
 	}
 	return c.do(ctx, call{op: opHandleError, method: http.MethodPut,
 		path: taskPath(taskID, "/error"), body: body, timeout: c.timeout}, nil)
+}
+
+// appendJSONString appends s as a JSON string: quoted as is when it holds
+// only printable ASCII that needs no escaping (worker ids do), else as
+// encoding/json writes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func taskPath(id, suffix string) string {

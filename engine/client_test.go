@@ -672,3 +672,56 @@ func BenchmarkFinishTaskStub(b *testing.B) {
 		}
 	})
 }
+
+// TestHandBuiltBodies checks the bodies FinishTask and ExtendLock build by
+// appending against what encoding/json makes of the same request.
+func TestHandBuiltBodies(t *testing.T) {
+	for _, s := range []string{"", "w", "pe-bridge-host-a1b2c3", `q"uote`, `back\slash`, "<&>", "tab\there", "ünï", "\x7f", "\u2028"} {
+		want, _ := json.Marshal(s)
+		if got := appendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("appendJSONString(%q) = %s, want x%s", s, got, want)
+		}
+	}
+	ctx := t.Context()
+	c, st := newStub(t, ClientConfig{})
+	st.set(jsonAnswer(http.StatusNoContent, ""))
+	for _, tc := range []struct {
+		worker string
+		result json.RawMessage
+	}{
+		{"w", json.RawMessage(" { \"a\" : [1, 2] ,\"h\":\"<b>\" }\n")},
+		{`odd "worker" <id>`, json.RawMessage(`null`)},
+		{"w", json.RawMessage{}},
+		{"w", nil},
+	} {
+		if err := c.FinishTask(ctx, "t", tc.worker, tc.result); err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(FinishRequest{WorkerID: tc.worker, Result: tc.result})
+		if got := st.get().body; !json.Valid(got) || !jsonEqual(got, want) {
+			t.Errorf("finish body %s, want %s", got, want)
+		}
+		if err := c.ExtendLock(ctx, "t", tc.worker, 2500*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		want, _ = json.Marshal(ExtendLockRequest{WorkerID: tc.worker, AdditionalDuration: 2500})
+		if got := st.get().body; string(got) != string(want) {
+			t.Errorf("extend body %s, want %s", got, want)
+		}
+	}
+}
+
+func TestMaxIdleConnsPerHost(t *testing.T) {
+	for _, tc := range []struct{ set, want int }{{0, DefaultMaxIdleConnsPerHost}, {300, 300}} {
+		c, err := NewClient("http://engine:8000", ClientConfig{MaxIdleConnsPerHost: tc.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.hc.Transport.(*http.Transport).MaxIdleConnsPerHost; got != tc.want {
+			t.Errorf("MaxIdleConnsPerHost %d: transport keeps %d, want %d", tc.set, got, tc.want)
+		}
+	}
+	if _, err := NewClient("http://engine:8000", ClientConfig{MaxIdleConnsPerHost: -1}); err == nil {
+		t.Error("negative MaxIdleConnsPerHost accepted")
+	}
+}

@@ -109,6 +109,8 @@ func TestFlagDefaultsMatchParts(t *testing.T) {
 	eq("max-attempts", config.DefaultMaxAttempts, bridge.DefaultMaxAttempts)
 	eq("failure-error-code", config.DefaultFailureErrorCode, bridge.DefaultFailureErrorCode)
 	eq("drain-timeout", config.DefaultDrainTimeout, bridge.DefaultDrainTimeout)
+	eq("report-concurrency", config.DefaultReportConcurrency, bridge.DefaultReportConcurrency)
+	eq("extend-concurrency", config.DefaultExtendConcurrency, bridge.DefaultExtendConcurrency)
 	eq("events", strings.Join(config.DefaultEvents, ","), strings.Join(forwarder.DefaultEvents, ","))
 }
 

@@ -46,10 +46,19 @@ func engineClient(ctx context.Context, s *config.Settings, logger *slog.Logger) 
 		ts = engine.DummyTokenSource()
 	}
 	return engine.NewClient(s.EngineURL, engine.ClientConfig{
-		TokenSource: ts,
-		UserAgent:   "pe-bridge/" + buildVersion(),
-		Logger:      logger.With("component", "engine"),
+		TokenSource:         ts,
+		UserAgent:           "pe-bridge/" + buildVersion(),
+		Logger:              logger.With("component", "engine"),
+		MaxIdleConnsPerHost: idleConnsPerHost(s),
 	})
+}
+
+// idleConnsPerHost keeps an idle engine connection for every call the bridge
+// may have open at once: the pump's reports and extensions, one long poll
+// per topic and per forwarded event, and some room for the service.
+func idleConnsPerHost(s *config.Settings) int {
+	n := s.ReportConcurrency + s.ExtendConcurrency + len(s.Topics.Values) + len(s.Events.Values) + 32
+	return max(n, engine.DefaultMaxIdleConnsPerHost)
 }
 
 // natsOptions are the connection options of the bridge's NATS connection.
@@ -118,6 +127,8 @@ func pumpConfig(s *config.Settings, source string) (bridge.Config, error) {
 		ContentMode:       mode,
 		DrainTimeout:      s.DrainTimeout,
 		Source:            source,
+		ReportConcurrency: s.ReportConcurrency,
+		ExtendConcurrency: s.ExtendConcurrency,
 	}
 	if err := c.Validate(); err != nil {
 		return c, usageError{err}

@@ -39,6 +39,8 @@ const (
 	DefaultMaxAttempts       = 3
 	DefaultFailureErrorCode  = "TechnicalFailure"
 	DefaultDrainTimeout      = 30 * time.Second
+	DefaultReportConcurrency = 64
+	DefaultExtendConcurrency = 64
 )
 
 // DefaultEvents are the engine notifications forwarded by default.
@@ -102,11 +104,16 @@ type Settings struct {
 	ContentMode       string
 	DrainTimeout      time.Duration
 	WorkerID          string
+	ReportConcurrency int
+	ExtendConcurrency int
 
 	// Service and events
 	Events    List
 	NoService bool
 	NoEvents  bool
+
+	// Diagnostics (bridge run only)
+	PprofAddr string
 
 	// dev only
 	EngineAddr string
@@ -208,7 +215,7 @@ func (s *Settings) RegisterPump(fs *flag.FlagSet) {
 	fs.Var(&s.Topics, "topics", "engine topics to bridge, a comma-separated `list`; empty: every deployed topic (refreshed every 30s)")
 	fs.DurationVar(&s.LockDuration, "lock-duration", DefaultLockDuration, "engine lock of each task, renewed ahead of expiry while a handler works (at least 1s)")
 	fs.DurationVar(&s.LongPollTimeout, "long-poll-timeout", DefaultLongPollTimeout, "fetch_and_lock long-poll timeout")
-	fs.IntVar(&s.Window, "window", DefaultWindow, "tasks per topic held at once (locked, not yet finished)")
+	fs.IntVar(&s.Window, "window", DefaultWindow, "tasks per topic handed to handlers at once (fetched, handler outcome not yet in); up to another window's worth may be waiting for the engine to accept their outcome")
 	fs.DurationVar(&s.MaxProcessingTime, "max-processing-time", DefaultMaxProcessingTime, "longest time one task is kept locked, over all attempts")
 	fs.DurationVar(&s.HandlerTimeout, "handler-timeout", DefaultHandlerTimeout, "wait for one handler reply; no reply in time is a technical failure")
 	fs.IntVar(&s.MaxAttempts, "max-attempts", DefaultMaxAttempts, "handler attempts before a technical failure is reported as a BPMN error")
@@ -216,6 +223,14 @@ func (s *Settings) RegisterPump(fs *flag.FlagSet) {
 	fs.StringVar(&s.ContentMode, "content-mode", "binary", "CloudEvents content mode of task events: binary or structured")
 	fs.DurationVar(&s.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "on shutdown, how long in-flight tasks may still finish")
 	fs.StringVar(&s.WorkerID, "worker-id", "", "engine worker id; empty: pe-bridge-<hostname>-<random>")
+	fs.IntVar(&s.ReportConcurrency, "report-concurrency", DefaultReportConcurrency, "finish/error calls to the engine open at once, over all topics; further outcomes wait in a queue")
+	fs.IntVar(&s.ExtendConcurrency, "extend-concurrency", DefaultExtendConcurrency, "extend_lock calls to the engine open at once, apart from the reports so queued outcomes never delay an extension")
+}
+
+// RegisterPprof adds --pprof-addr.
+func (s *Settings) RegisterPprof(fs *flag.FlagSet) {
+	s.mark("pprof")
+	fs.StringVar(&s.PprofAddr, "pprof-addr", "", "serve net/http/pprof (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; empty: off. No auth: keep it on loopback")
 }
 
 // RegisterBridge adds the service and event forwarder flags.
@@ -450,6 +465,17 @@ func (s *Settings) Validate() error {
 		if s.DrainTimeout < 0 {
 			add(flagErr("drain-timeout", "%s is negative", s.DrainTimeout))
 		}
+		if s.ReportConcurrency < 1 {
+			add(flagErr("report-concurrency", "%d is below 1", s.ReportConcurrency))
+		}
+		if s.ExtendConcurrency < 1 {
+			add(flagErr("extend-concurrency", "%d is below 1", s.ExtendConcurrency))
+		}
+	}
+	if r["pprof"] && s.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(s.PprofAddr); err != nil {
+			add(flagErr("pprof-addr", "%q is not host:port: %v", s.PprofAddr, err))
+		}
 	}
 	if r["bridge"] && !s.NoEvents {
 		for _, e := range s.Events.Values {
@@ -614,8 +640,13 @@ func (s *Settings) LogValue() slog.Value {
 			slog.Int("max_attempts", s.MaxAttempts),
 			slog.String("failure_error_code", s.FailureErrorCode),
 			slog.String("content_mode", s.ContentMode),
-			slog.Duration("drain_timeout", s.DrainTimeout))
+			slog.Duration("drain_timeout", s.DrainTimeout),
+			slog.Int("report_concurrency", s.ReportConcurrency),
+			slog.Int("extend_concurrency", s.ExtendConcurrency))
 		str("worker_id", s.WorkerID)
+	}
+	if r["pprof"] {
+		str("pprof_addr", s.PprofAddr)
 	}
 	if r["bridge"] {
 		a = append(a, slog.Bool("service", !s.NoService), slog.Bool("events_forwarded", !s.NoEvents))
