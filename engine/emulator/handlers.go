@@ -70,58 +70,26 @@ func (e *Emulator) hFetchAndLock(w http.ResponseWriter, r *http.Request, _ []str
 	writeJSON(w, 200, e.fetchAndLock(r.Context(), req))
 }
 
-func (e *Emulator) hExtendLock(w http.ResponseWriter, r *http.Request, p []string, _ Identity) {
-	b, err := readBody(r)
-	if err != nil {
-		writeError(w, err)
-		return
+// taskCall serves the PUT /external_tasks/{id}/<op> routes: decode the
+// body, apply it to the task as worker, answer 204.
+func taskCall[T any](decode func([]byte) (string, T, *engine.Error), apply func(id, worker string, v T) error) func(http.ResponseWriter, *http.Request, []string, Identity) {
+	return func(w http.ResponseWriter, r *http.Request, p []string, _ Identity) {
+		b, berr := readBody(r)
+		if berr != nil {
+			writeError(w, berr)
+			return
+		}
+		worker, v, derr := decode(b)
+		if derr != nil {
+			writeError(w, derr)
+			return
+		}
+		if err := apply(p[0], worker, v); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeNoContent(w)
 	}
-	worker, d, err := decodeExtend(b)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := e.extendLock(p[0], worker, d); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeNoContent(w)
-}
-
-func (e *Emulator) hFinish(w http.ResponseWriter, r *http.Request, p []string, _ Identity) {
-	b, err := readBody(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	worker, result, err := decodeFinish(b)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := e.finishTask(p[0], worker, result); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeNoContent(w)
-}
-
-func (e *Emulator) hError(w http.ResponseWriter, r *http.Request, p []string, _ Identity) {
-	b, err := readBody(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	worker, te, err := decodeTaskError(b)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := e.errorTask(p[0], worker, te); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeNoContent(w)
 }
 
 func (e *Emulator) modelView(m *model) engine.ProcessModel {

@@ -278,24 +278,21 @@ func (e *Emulator) extendLock(id, worker string, d time.Duration) error {
 }
 
 func (e *Emulator) finishTask(id, worker string, result json.RawMessage) error {
-	e.mu.Lock()
-	defer e.unlock()
-	now := time.Now()
-	e.advance(now)
-	t, err := e.access(id, worker, now)
-	if err != nil {
-		return err
-	}
 	if result == nil {
 		result = nullJSON
 	}
-	e.closeTask(t, taskFinished, now)
-	e.stats.TasksFinished++
-	e.completeActivity(t.f, result, now)
-	return nil
+	return e.settleTask(id, worker, func(t *extTask, now time.Time) { e.completeActivity(t.f, result, now) })
 }
 
 func (e *Emulator) errorTask(id, worker string, te engine.ExternalTaskError) error {
+	return e.settleTask(id, worker, func(t *extTask, now time.Time) {
+		e.raiseError(t.f, te.ErrorCode, te.ErrorMessage, te.ErrorDetails, now)
+	})
+}
+
+// settleTask closes task id for worker after the access checks of finish and
+// error, then lets then move its flow node on.
+func (e *Emulator) settleTask(id, worker string, then func(t *extTask, now time.Time)) error {
 	e.mu.Lock()
 	defer e.unlock()
 	now := time.Now()
@@ -306,7 +303,7 @@ func (e *Emulator) errorTask(id, worker string, te engine.ExternalTaskError) err
 	}
 	e.closeTask(t, taskFinished, now)
 	e.stats.TasksFinished++
-	e.raiseError(t.f, te.ErrorCode, te.ErrorMessage, te.ErrorDetails, now)
+	then(t, now)
 	return nil
 }
 
