@@ -121,10 +121,13 @@ func (h *harness) none(d time.Duration) {
 }
 
 // reported waits for the next successful finish/error call.
+// reported waits for the next finish/error call and for the pump to settle
+// it (its counters move after the call returned). Only inside a synctest bubble.
 func (h *harness) reported(d time.Duration) string {
 	h.t.Helper()
 	select {
 	case id := <-h.eng.reported:
+		synctest.Wait()
 		return id
 	case <-time.After(d):
 		h.t.Fatalf("no outcome reported within %s", d)
