@@ -8,12 +8,16 @@
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# events and handlers-sdk are modules of their own, replaced by these directories.
+COPY events/go.mod events/
+COPY handlers-sdk/go.mod handlers-sdk/
 RUN go mod download
 COPY . .
 ARG VERSION=dev
 ENV CGO_ENABLED=0
 RUN go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/bridge ./cmd/bridge
-RUN go build -trimpath -ldflags "-s -w" -o /out/ ./examples/polyglot/go/worker ./examples/polyglot/go/approver
+# The Go examples are a module of their own (examples/polyglot/go/go.mod).
+RUN cd examples/polyglot/go && go build -trimpath -ldflags "-s -w" -o /out/ ./worker ./approver
 
 FROM gcr.io/distroless/static-debian12:nonroot AS example-go
 COPY --from=build /out/worker /out/approver /

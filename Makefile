@@ -1,12 +1,18 @@
 # One target per habit. CI (.ci/run) calls `make test`, the same command the README gives.
 GO        ?= go
 NODE_DIRS := engine/emulator/conformance/node examples/polyglot/node bench/node
-STATICCHECK := $(GO) run -modfile=tools/go.mod honnef.co/go/tools/cmd/staticcheck
-BENCHSTAT   := $(GO) run -modfile=tools/go.mod golang.org/x/perf/cmd/benchstat
+# -modfile does not work in workspace mode: the tools module is run with GOWORK=off.
+STATICCHECK := bin/staticcheck
+BENCHSTAT   := GOWORK=off $(GO) run -modfile=tools/go.mod golang.org/x/perf/cmd/benchstat
+# The repository's Go modules, as go.work lists them: the bridge (.), events,
+# handlers-sdk, handlers-sdk/integration, examples/polyglot/go. `./...` from the
+# root stops at a nested go.mod, so every target names each module's packages.
+MODULES   := $(patsubst $(CURDIR)/%,./%,$(patsubst $(CURDIR),.,$(shell $(GO) list -m -f '{{.Dir}}')))
+PKGS      := $(addsuffix /...,$(MODULES))
 FUZZTIME  ?= 20s
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test test-short node-deps lint fuzz bench bench-micro demo dev emulator clean
+.PHONY: all build test test-short node-deps lint fuzz bench bench-micro demo dev emulator clean tag
 
 all: lint test
 
@@ -23,21 +29,27 @@ node-deps:
 	done
 
 test: node-deps
-	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 test-short:
-	$(GO) test -count=1 -short ./...
+	$(GO) test -count=1 -short $(PKGS)
 
-lint:
+lint: $(STATICCHECK)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
-	$(GO) vet ./...
-	$(STATICCHECK) ./...
-	$(GO) mod tidy -diff
+	@missing=$$(for f in $$(git ls-files '*go.mod' ':!:tools/go.mod'); do d=$$(dirname $$f); [ "$$d" = . ] || d=./$$d; \
+	  case " $(MODULES) " in *" $$d "*) ;; *) echo $$f;; esac; done); \
+	  test -z "$$missing" || { echo "go.work does not use: $$missing"; exit 1; }
+	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+	@for m in $(MODULES); do echo "go mod tidy -diff ($$m)"; (cd $$m && GOWORK=off $(GO) mod tidy -diff) || exit 1; done
+
+$(STATICCHECK): tools/go.mod tools/go.sum
+	GOWORK=off $(GO) build -modfile=tools/go.mod -o $@ honnef.co/go/tools/cmd/staticcheck
 
 # Runs every fuzz target of the project for FUZZTIME each.
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
 	  done; \
@@ -60,6 +72,12 @@ dev:
 
 emulator:
 	$(GO) run ./cmd/bridge emulator --addr 127.0.0.1:8000
+
+# Tags a release of one of the separately versioned modules, e.g.
+# make tag MODULE=handlers-sdk VERSION=v0.2.0 creates handlers-sdk/v0.2.0
+# (see "Modules and releases" in handlers-sdk/README.md). It does not push.
+tag:
+	@./tools/tag-module.sh "$(MODULE)" "$(VERSION)"
 
 clean:
 	rm -rf bin

@@ -12,6 +12,8 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.16
+	github.com/pe-bridge/pe-bridge/events v0.1.0
+	github.com/pe-bridge/pe-bridge/handlers-sdk v0.1.0
 	github.com/peterbourgon/ff/v3 v3.4.0
 	go.yaml.in/yaml/v4 v4.0.0-rc.4
 	golang.org/x/oauth2 v0.37.0
@@ -49,4 +51,12 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
+)
+
+// events and handlers-sdk are modules of their own (tagged events/vX.Y.Z and
+// handlers-sdk/vX.Y.Z), developed in this repository: the bridge always builds
+// against the copies next to it, with or without go.work.
+replace (
+	github.com/pe-bridge/pe-bridge/events => ./events
+	github.com/pe-bridge/pe-bridge/handlers-sdk => ./handlers-sdk
 )

@@ -33,7 +33,10 @@ import (
 	"github.com/pe-bridge/pe-bridge/handlers-sdk/handlertest"
 )
 
-const root = "../.."
+const (
+	root       = "../.."
+	goExamples = "go" // examples/polyglot/go, relative to this package
+)
 
 var (
 	buildOnce sync.Once
@@ -49,12 +52,18 @@ func binaries(t *testing.T) (bridge, worker, approver string) {
 		if buildErr != nil {
 			return
 		}
-		for name, pkg := range map[string]string{"bridge": "./cmd/bridge", "worker": "./examples/polyglot/go/worker",
-			"approver": "./examples/polyglot/go/approver"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
-			cmd.Dir = root
+		// The Go examples are a module of their own (examples/polyglot/go/go.mod,
+		// requiring the SDK module as a user's program does): build them in
+		// their directory, so this works with and without go.work.
+		for _, b := range []struct{ name, dir, pkg string }{
+			{"bridge", root, "./cmd/bridge"},
+			{"worker", goExamples, "./worker"},
+			{"approver", goExamples, "./approver"},
+		} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.name), b.pkg)
+			cmd.Dir = b.dir
 			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				buildErr = fmt.Errorf("go build %s in %s: %v\n%s", b.pkg, b.dir, err, out)
 				return
 			}
 		}
