@@ -215,7 +215,7 @@ func waitForWorker(t *testing.T, nc *nats.Conn) {
 		reply, err = nc.RequestMsg(msg, 10*time.Second)
 		return err == nil
 	})
-	r, err := handlertest.DecodeReply(reply.Data, reply.Header.Get(events.OutcomeHeader))
+	r, err := handlertest.DecodeMsg(reply)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func waitForWorker(t *testing.T, nc *nats.Conn) {
 	if reply, err = nc.RequestMsg(msg, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if r, err = handlertest.DecodeReply(reply.Data, reply.Header.Get(events.OutcomeHeader)); err != nil || r.Kind != events.KindBPMNError || r.Code != "invalid_amount" {
+	if r, err = handlertest.DecodeMsg(reply); err != nil || r.Kind != events.KindBPMNError || r.Code != "invalid_amount" {
 		t.Fatalf("worker reply to a negative amount: %s (%v)", reply.Data, err)
 	}
 }

@@ -101,6 +101,13 @@ func DecodeReply(body []byte, outcome string) (Reply, error) {
 	}, nil
 }
 
+// DecodeMsg decodes a handler's reply message: its body and its Pe-Outcome
+// header (events.OutcomeHeader), looked up case-insensitively
+// (events.HeaderGet), as the bridge reads them.
+func DecodeMsg(msg *nats.Msg) (Reply, error) {
+	return DecodeReply(msg.Data, events.HeaderGet(events.Header(msg.Header), events.OutcomeHeader))
+}
+
 // NewMsg returns the task event for t as the bridge publishes it: subject
 // pe.task.<token>, binary content mode (ce-* headers, payload body) or, with
 // t.Structured, structured mode. The reply subject is left empty.
@@ -133,53 +140,40 @@ func NewMsg(t Task) (*nats.Msg, error) {
 	if len(payload) > 0 && !json.Valid(payload) {
 		return nil, fmt.Errorf("handlertest: payload is not JSON")
 	}
-	attrs := map[string]string{
-		"id":            t.ID,
-		"type":          events.TypeTask,
-		"source":        "handlertest",
-		"subject":       t.Topic,
-		"time":          t.Time.UTC().Format(time.RFC3339Nano),
-		"specversion":   "1.0",
-		events.ExtTopic: t.Topic,
+	ev := &events.Event{
+		ID: t.ID, Type: events.TypeTask, Source: "handlertest", Subject: t.Topic, Time: t.Time,
+		DataContentType: events.ContentTypeJSON,
 	}
-	opt := map[string]string{
-		events.ExtProcessInstanceID:  t.ProcessInstanceID,
-		events.ExtProcessModelID:     t.ProcessModelID,
-		events.ExtCorrelationID:      t.CorrelationID,
-		events.ExtFlowNodeInstanceID: t.FlowNodeInstanceID,
-		events.ExtTraceParent:        t.TraceParent,
+	if len(payload) > 0 {
+		ev.Data = payload
 	}
+	ev.SetExt(events.ExtTopic, t.Topic)
+	ev.SetExt(events.ExtProcessInstanceID, t.ProcessInstanceID)
+	ev.SetExt(events.ExtProcessModelID, t.ProcessModelID)
+	ev.SetExt(events.ExtCorrelationID, t.CorrelationID)
+	ev.SetExt(events.ExtFlowNodeInstanceID, t.FlowNodeInstanceID)
 	if !t.LockExpiresAt.IsZero() {
-		opt[events.ExtLockExpiresAt] = t.LockExpiresAt.UTC().Format(time.RFC3339Nano)
+		ev.SetExt(events.ExtLockExpiresAt, t.LockExpiresAt.UTC().Format(time.RFC3339Nano))
 	}
 	if t.SingleTry {
-		opt[events.ExtSingleTry] = "true"
+		ev.SetExt(events.ExtSingleTry, "true")
 	}
-	for k, v := range opt {
-		if v != "" {
-			attrs[k] = v
-		}
+	ev.SetExt(events.ExtTraceParent, t.TraceParent)
+	return encode(ev, subj, t.Structured)
+}
+
+// encode writes ev on subject with the bridge's codec (events.Encode).
+func encode(ev *events.Event, subject string, structured bool) (*nats.Msg, error) {
+	mode := events.Binary
+	if structured {
+		mode = events.Structured
 	}
-	msg := nats.NewMsg(subj)
-	if t.Structured {
-		ev := map[string]any{"datacontenttype": events.ContentTypeJSON}
-		for k, v := range attrs {
-			ev[k] = v
-		}
-		if len(payload) > 0 {
-			ev["data"] = payload
-		}
-		if msg.Data, err = json.Marshal(ev); err != nil {
-			return nil, fmt.Errorf("handlertest: encoding structured event: %w", err)
-		}
-		msg.Header.Set(events.HeaderDataContent, events.ContentTypeStructured)
-		return msg, nil
+	msg := nats.NewMsg(subject)
+	body, err := events.Encode(ev, mode, events.Header(msg.Header))
+	if err != nil {
+		return nil, fmt.Errorf("handlertest: encoding event: %w", err)
 	}
-	for k, v := range attrs {
-		msg.Header.Set(events.HeaderPrefix+k, v)
-	}
-	msg.Header.Set(events.HeaderDataContent, events.ContentTypeJSON)
-	msg.Data = payload
+	msg.Data = body
 	return msg, nil
 }
 
@@ -190,16 +184,8 @@ func NewCancelMsg(topic, id, reason string) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handlertest: %w", err)
 	}
-	msg := nats.NewMsg(subj)
-	msg.Header.Set(events.HeaderID, id)
-	msg.Header.Set(events.HeaderType, events.TypeTaskCancelled)
-	msg.Header.Set(events.HeaderSource, "handlertest")
-	msg.Header.Set(events.HeaderSubject, topic)
-	msg.Header.Set(events.HeaderSpecVersion, "1.0")
-	msg.Header.Set(events.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
-	msg.Header.Set(events.HeaderPrefix+events.ExtTopic, topic)
-	if reason != "" {
-		msg.Header.Set(events.HeaderPrefix+events.ExtCancelReason, reason)
-	}
-	return msg, nil
+	ev := &events.Event{ID: id, Type: events.TypeTaskCancelled, Source: "handlertest", Subject: topic, Time: time.Now()}
+	ev.SetExt(events.ExtTopic, topic)
+	ev.SetExt(events.ExtCancelReason, reason)
+	return encode(ev, subj, false)
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/pe-bridge/pe-bridge/events"
 	handler "github.com/pe-bridge/pe-bridge/handlers-sdk"
 	"github.com/pe-bridge/pe-bridge/handlers-sdk/handlertest"
@@ -101,5 +103,17 @@ func TestNewMsgRejectsBadInput(t *testing.T) {
 	var v any
 	if err := r.DecodeResult(&v); err == nil {
 		t.Error("DecodeResult on a failure")
+	}
+}
+
+// The Pe-Outcome header is read case-insensitively, as the bridge reads it.
+func TestDecodeMsgOutcomeHeaderCase(t *testing.T) {
+	for _, name := range []string{events.OutcomeHeader, "pe-outcome", "PE-OUTCOME"} {
+		msg := nats.NewMsg("reply")
+		msg.Header[name] = []string{events.MarkerFailure}
+		r, err := handlertest.DecodeMsg(msg)
+		if err != nil || r.Kind != events.KindFailure || r.Outcome != events.MarkerFailure {
+			t.Errorf("header %q: %+v, %v", name, r, err)
+		}
 	}
 }

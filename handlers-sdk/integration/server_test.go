@@ -65,7 +65,7 @@ func request(t *testing.T, nc *nats.Conn, task handlertest.Task) handlertest.Rep
 	if err != nil {
 		t.Fatalf("request %s: %v", msg.Subject, err)
 	}
-	r, err := handlertest.DecodeReply(resp.Data, resp.Header.Get(events.OutcomeHeader))
+	r, err := handlertest.DecodeMsg(resp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,13 +171,16 @@ func TestServeOutcomes(t *testing.T) {
 	})
 	t.Run("event without id", func(t *testing.T) {
 		msg := nats.NewMsg("pe.task.orders")
+		msg.Header.Set(events.HeaderSpecVersion, events.SpecVersion)
+		msg.Header.Set(events.HeaderType, events.TypeTask)
+		msg.Header.Set(events.HeaderSource, "test")
 		msg.Data = []byte(`{}`)
 		resp, err := bridge.RequestMsg(msg, wait)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := handlertest.DecodeReply(resp.Data, resp.Header.Get(events.OutcomeHeader))
-		if err != nil || r.Kind != events.KindFailure || !strings.Contains(r.Message, "ce-id") {
+		r, err := handlertest.DecodeMsg(resp)
+		if err != nil || r.Kind != events.KindFailure || !strings.Contains(r.Message, "id is empty") {
 			t.Fatalf("reply %+v, %v", r, err)
 		}
 	})
@@ -251,8 +254,8 @@ func TestCancelEventCancelsContext(t *testing.T) {
 	}
 	select {
 	case r := <-replies:
-		if r.Header.Get(events.OutcomeHeader) != events.MarkerFailure {
-			t.Fatalf("reply to a cancelled task: %s %s", r.Header.Get(events.OutcomeHeader), r.Data)
+		if events.HeaderGet(r.Header, events.OutcomeHeader) != events.MarkerFailure {
+			t.Fatalf("reply to a cancelled task: %s %s", events.HeaderGet(r.Header, events.OutcomeHeader), r.Data)
 		}
 	case <-time.After(wait):
 		t.Fatal("no reply")
