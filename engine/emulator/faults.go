@@ -20,6 +20,11 @@ type Faults struct {
 	Status    int
 	// Latency is added before handling (cut short when the client gives up).
 	Latency time.Duration
+	// AnswerDelay holds the answer of a request that was handled (its state
+	// changes happened) for this long before it is sent: an engine that
+	// locked tasks while its answer is still on the way. A client that gives
+	// up meanwhile gets nothing.
+	AnswerDelay time.Duration
 	// StallRate holds the request until the client gives up (or Close); no
 	// state change, no answer.
 	StallRate float64
@@ -56,7 +61,7 @@ func (e *Emulator) SetFaults(f Faults) {
 }
 
 type faultDecision struct {
-	latency                     time.Duration
+	latency, answerDelay        time.Duration
 	drop, stall, fail, afterEff bool
 	status                      int
 }
@@ -69,7 +74,7 @@ func (e *Emulator) decideFaults(path string) (faultDecision, bool) {
 		return faultDecision{}, false
 	}
 	draw := func(rate float64) bool { return rate > 0 && fs.rnd.Float64() < rate }
-	d := faultDecision{latency: fs.f.Latency, status: fs.f.Status}
+	d := faultDecision{latency: fs.f.Latency, answerDelay: fs.f.AnswerDelay, status: fs.f.Status}
 	d.drop = draw(fs.f.DropRate)
 	d.stall = draw(fs.f.StallRate)
 	d.fail = draw(fs.f.ErrorRate)
@@ -83,7 +88,7 @@ func (e *Emulator) applyFaults(w *statusWriter, r *http.Request) bool {
 	if !ok {
 		return false
 	}
-	if d.stall || d.latency > 0 {
+	if d.stall || d.latency > 0 || d.answerDelay > 0 {
 		// Buffer the body so the server notices a client that gives up (it
 		// only watches the connection once the body has been read).
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, e.cfg.MaxBodyBytes))
@@ -127,9 +132,37 @@ func (e *Emulator) applyFaults(w *statusWriter, r *http.Request) bool {
 		e.serve(&discardWriter{h: http.Header{}}, r)
 		writeError(w, apiError(500, "Injected fault after the request took effect.", map[string]bool{"injected": true, "applied": true}))
 		return true
+	case d.answerDelay > 0:
+		rec := &recordWriter{h: http.Header{}, status: http.StatusOK}
+		e.serve(rec, r)
+		t := time.NewTimer(d.answerDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return true
+		case <-e.closing:
+		}
+		for k, v := range rec.h {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.status)
+		_, _ = w.Write(rec.body.Bytes())
+		return true
 	}
 	return false
 }
+
+// recordWriter keeps a response to send it later.
+type recordWriter struct {
+	h      http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (rw *recordWriter) Header() http.Header         { return rw.h }
+func (rw *recordWriter) Write(b []byte) (int, error) { return rw.body.Write(b) }
+func (rw *recordWriter) WriteHeader(code int)        { rw.status = code }
 
 // discardWriter swallows a response.
 type discardWriter struct {

@@ -136,3 +136,37 @@ func TestCloseReleasesLongPolls(t *testing.T) {
 	}
 	h.wantError(503, "GET", "/info", nil)
 }
+
+// AnswerDelay lets the request take effect and holds the answer: a fetch
+// locks its tasks although the client that gives up never reads them.
+func TestFaultAnswerDelay(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.start("hello_world", nil, 1)
+	h.e.SetFaults(Faults{AnswerDelay: time.Hour, PathContains: "/fetch_and_lock"})
+	ctx, cancel := context.WithCancel(context.Background())
+	body := strings.NewReader(`{"workerId":"w","topicName":"SampleExternalTask","maxTasks":1,"longPollingTimeout":1000,"lockDuration":30000}`)
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.url("/external_tasks/fetch_and_lock"), body)
+	req.Header.Set("Authorization", "Bearer "+engine.DummyToken)
+	req.Header.Set("Content-Type", "application/json")
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	// The task gets locked although no answer arrives.
+	deadline := time.Now().Add(5 * time.Second)
+	for h.e.Stats().TasksLocked == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("task not locked by the delayed fetch")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the emulator
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("client got an answer")
+	}
+	h.e.SetFaults(Faults{})
+}
