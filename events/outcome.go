@@ -93,7 +93,12 @@ type envelope struct {
 }
 
 // DecodeReply decodes a handler reply body; header is the OutcomeHeader value
-// ("" when absent). maxBytes <= 0 means DefaultMaxReplyBytes.
+// ("" when absent; read it with HeaderGet, header names differ in case
+// between clients). maxBytes <= 0 means DefaultMaxReplyBytes.
+//
+// A body that is not a JSON object with a "$pe" member is a success whose
+// result is the body verbatim, whatever members it has, unless the header
+// names another outcome.
 func DecodeReply(body []byte, header string, maxBytes int) (Outcome, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxReplyBytes
@@ -101,9 +106,10 @@ func DecodeReply(body []byte, header string, maxBytes int) (Outcome, error) {
 	if len(body) > maxBytes {
 		return Outcome{}, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformedReply, len(body), maxBytes)
 	}
+	header = strings.ToLower(strings.TrimSpace(header))
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
-		switch strings.ToLower(header) {
+		switch header {
 		case "", MarkerResult, "success":
 			return Outcome{Kind: KindSuccess}, nil
 		case MarkerFailure:
@@ -117,27 +123,36 @@ func DecodeReply(body []byte, header string, maxBytes int) (Outcome, error) {
 	if !json.Valid(trimmed) {
 		return Outcome{}, fmt.Errorf("%w: not JSON", ErrMalformedReply)
 	}
-	marker := strings.ToLower(header)
-	var env envelope
-	if trimmed[0] == '{' {
-		if err := json.Unmarshal(trimmed, &env); err != nil {
-			return Outcome{}, fmt.Errorf("%w: %v", ErrMalformedReply, typeErr(err))
-		}
-		if env.Marker != nil {
-			marker = *env.Marker
-		}
+	// Only the marker decides whether the body is an envelope; the other
+	// members of a plain result are never looked at.
+	marker, inBody := header, false
+	if m, ok, err := bodyMarker(trimmed); err != nil {
+		return Outcome{}, err
+	} else if ok {
+		marker, inBody = m, true
 	}
 	switch marker {
 	case "", "success":
-		return Outcome{Kind: KindSuccess, Result: json.RawMessage(trimmed)}, nil
-	case MarkerResult:
-		if env.Marker == nil { // header only: the whole body is the result
+		if !inBody {
 			return Outcome{Kind: KindSuccess, Result: json.RawMessage(trimmed)}, nil
 		}
-		if len(env.Result) == 0 || string(env.Result) == "null" {
-			return Outcome{Kind: KindSuccess}, nil
+	case MarkerResult:
+		if !inBody { // header only: the whole body is the result
+			return Outcome{Kind: KindSuccess, Result: json.RawMessage(trimmed)}, nil
 		}
-		return Outcome{Kind: KindSuccess, Result: env.Result}, nil
+	case MarkerBPMNError, MarkerFailure:
+	default:
+		return Outcome{}, fmt.Errorf("%w: unknown outcome marker %q (want %q, %q or %q)",
+			ErrMalformedReply, marker, MarkerResult, MarkerBPMNError, MarkerFailure)
+	}
+	if trimmed[0] != '{' {
+		return Outcome{}, fmt.Errorf("%w: a %s outcome needs a JSON object body", ErrMalformedReply, marker)
+	}
+	var env envelope
+	if err := json.Unmarshal(trimmed, &env); err != nil {
+		return Outcome{}, fmt.Errorf("%w: %v", ErrMalformedReply, typeErr(err))
+	}
+	switch marker {
 	case MarkerBPMNError:
 		if env.Code == nil || *env.Code == "" {
 			return Outcome{}, fmt.Errorf("%w: bpmn_error needs a non-empty string member \"code\"", ErrMalformedReply)
@@ -163,10 +178,33 @@ func DecodeReply(body []byte, header string, maxBytes int) (Outcome, error) {
 			o.RetryAfter = time.Duration(ms * float64(time.Millisecond))
 		}
 		return o, nil
-	default:
-		return Outcome{}, fmt.Errorf("%w: unknown outcome marker %q (want %q, %q or %q)",
-			ErrMalformedReply, marker, MarkerResult, MarkerBPMNError, MarkerFailure)
+	default: // "$pe":"result" or "$pe":"success" in the body
+		if len(env.Result) == 0 || string(env.Result) == "null" {
+			return Outcome{Kind: KindSuccess}, nil
+		}
+		return Outcome{Kind: KindSuccess, Result: env.Result}, nil
 	}
+}
+
+// bodyMarker returns the "$pe" member of a JSON object body (matched
+// exactly: {"$PE":...} is a plain result). A null member counts as absent.
+func bodyMarker(body []byte) (string, bool, error) {
+	if body[0] != '{' || !bytes.Contains(body, []byte(OutcomeMember)) && !bytes.Contains(body, []byte(`\u`)) {
+		return "", false, nil
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(body, &members); err != nil {
+		return "", false, fmt.Errorf("%w: %v", ErrMalformedReply, err)
+	}
+	raw, ok := members[OutcomeMember]
+	if !ok || string(raw) == "null" {
+		return "", false, nil
+	}
+	var m string
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return "", false, fmt.Errorf("%w: member %q must be a string", ErrMalformedReply, OutcomeMember)
+	}
+	return m, true, nil
 }
 
 func typeErr(err error) error {

@@ -27,6 +27,12 @@ func TestDecodeReply(t *testing.T) {
 		{"failure by header", `{"message":"x"}`, "failure", events.Outcome{Kind: events.KindFailure, Message: "x"}},
 		{"failure header empty body", ``, "failure", events.Outcome{Kind: events.KindFailure, Message: "handler reported a failure"}},
 		{"header result keeps body", `{"a":1}`, "result", events.Outcome{Kind: events.KindSuccess, Result: json.RawMessage(`{"a":1}`)}},
+		{"plain reply with code", `{"code":200,"message":"ok"}`, "", events.Outcome{Kind: events.KindSuccess, Result: json.RawMessage(`{"code":200,"message":"ok"}`)}},
+		{"plain reply message array", `{"message":["a"]}`, "", events.Outcome{Kind: events.KindSuccess, Result: json.RawMessage(`{"message":["a"]}`)}},
+		{"plain reply details", `{"details":{"x":1}}`, "", events.Outcome{Kind: events.KindSuccess, Result: json.RawMessage(`{"details":{"x":1}}`)}},
+		{"other case marker is data", `{"$PE":"failure"}`, "", events.Outcome{Kind: events.KindSuccess, Result: json.RawMessage(`{"$PE":"failure"}`)}},
+		{"null marker is absent", `{"$pe":null,"a":1}`, "", events.Outcome{Kind: events.KindSuccess, Result: json.RawMessage(`{"$pe":null,"a":1}`)}},
+		{"header any case", ``, "FAILURE", events.Outcome{Kind: events.KindFailure, Message: "handler reported a failure"}},
 		{"body marker wins", `{"$pe":"bpmn_error","code":"C"}`, "failure", events.Outcome{Kind: events.KindBPMNError, Code: "C"}},
 	}
 	for _, c := range cases {
@@ -122,6 +128,34 @@ func FuzzDecodeReply(f *testing.F) {
 		}
 		if o.RetryAfter < 0 {
 			t.Fatal("negative retry")
+		}
+	})
+}
+
+// FuzzDecodeReplyPlain: any JSON value without a "$pe" member decodes,
+// without a header, to a success that carries it unchanged.
+func FuzzDecodeReplyPlain(f *testing.F) {
+	for _, s := range []string{`{"code":200,"message":"ok"}`, `{"message":["a"]}`, `{"details":{"x":1}}`,
+		`{"code":7}`, `{"retryAfterMs":"x","result":1}`, `[{"$pe":"failure"}]`, `null`, `"s"`, `{"$PE":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		trimmed := strings.TrimSpace(string(body))
+		if trimmed == "" || !json.Valid([]byte(trimmed)) || len(body) > events.DefaultMaxReplyBytes {
+			return
+		}
+		var members map[string]json.RawMessage
+		if json.Unmarshal([]byte(trimmed), &members) == nil {
+			if raw, ok := members["$pe"]; ok && string(raw) != "null" {
+				return
+			}
+		}
+		o, err := events.DecodeReply(body, "", 0)
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if o.Kind != events.KindSuccess || string(o.Result) != trimmed {
+			t.Fatalf("%s decoded to %+v", body, o)
 		}
 	})
 }
