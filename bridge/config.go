@@ -12,37 +12,25 @@ import (
 )
 
 // ContentMode selects how task events are encoded on NATS (CloudEvents NATS
-// protocol binding).
-type ContentMode int
+// protocol binding); it is events.Mode, the one codec's mode.
+type ContentMode = events.Mode
 
 const (
 	// Binary puts the CloudEvent attributes in "ce-*" headers and the task
 	// payload, as JSON, in the body (the default).
-	Binary ContentMode = iota
+	Binary = events.Binary
 	// Structured sends the whole event as one JSON document with content type
 	// application/cloudevents+json.
-	Structured
+	Structured = events.Structured
 )
-
-func (m ContentMode) String() string {
-	switch m {
-	case Binary:
-		return "binary"
-	case Structured:
-		return "structured"
-	}
-	return fmt.Sprintf("ContentMode(%d)", int(m))
-}
 
 // ParseContentMode parses "binary" or "structured" ("" = binary).
 func ParseContentMode(s string) (ContentMode, error) {
-	switch s {
-	case "", "binary":
-		return Binary, nil
-	case "structured":
-		return Structured, nil
+	m, err := events.ParseMode(s)
+	if err != nil {
+		return Binary, fmt.Errorf("bridge: unknown content mode %q (want binary or structured)", s)
 	}
-	return Binary, fmt.Errorf("bridge: unknown content mode %q (want binary or structured)", s)
+	return m, nil
 }
 
 // Defaults of Config; a zero field takes the value here.
@@ -79,11 +67,14 @@ type Config struct {
 	// TopicRefresh is the interval of the deployed-topics refresh. Default 30s.
 	TopicRefresh time.Duration
 	// LockDuration is the engine lock of fetched tasks and of each extension.
-	// Default 30s, at least 1s. A lock is extended by LockDuration at
-	// LockDuration − min(5s, LockDuration/3) after it was taken.
+	// Default 30s, at least 1s. A lock is extended by LockDuration when two
+	// thirds of it are left, retried every LockDuration/10 until a call
+	// succeeds (see the package documentation).
 	LockDuration time.Duration
-	// LongPollTimeout is the fetch_and_lock long poll. Default 10s. The
-	// engine client's HTTP timeout must be longer.
+	// LongPollTimeout is the fetch_and_lock long poll. Default 10s. Each
+	// fetch is bounded by LongPollTimeout plus a small margin
+	// (LongPollTimeout/4, between 500ms and 3s), so a stalled one never
+	// halts its topic for longer.
 	LongPollTimeout time.Duration
 	// Window is the number of tasks per topic handed to handlers at once
 	// (fetched, handler outcome not yet in). A topic's poller never fetches
@@ -115,8 +106,11 @@ type Config struct {
 	// FailureErrorCode is the reserved BPMN error code reported after the retry
 	// budget. Default "TechnicalFailure".
 	FailureErrorCode string
-	// ContentMode of task events. Default Binary.
-	ContentMode ContentMode
+	// ContentMode of task events. Default Binary. ContentModeByTopic
+	// overrides it per topic (e.g. structured for one consumer that wants
+	// whole events).
+	ContentMode        ContentMode
+	ContentModeByTopic map[string]ContentMode
 	// MaxReplyBytes bounds a handler reply; larger ones are malformed.
 	// Default events.DefaultMaxReplyBytes (1 MiB).
 	MaxReplyBytes int
@@ -137,6 +131,11 @@ type Config struct {
 	// client should keep at least ReportConcurrency + ExtendConcurrency + the
 	// number of topics idle connections.
 	ExtendConcurrency int
+	// Observer receives the pump's measurements; nil means none.
+	Observer Observer
+	// Tracer starts the spans of each task; nil means none (the pump then
+	// makes each attempt's W3C traceparent itself).
+	Tracer Tracer
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -244,6 +243,11 @@ func (c Config) Validate() error {
 	if c.ContentMode != Binary && c.ContentMode != Structured {
 		errs = append(errs, fmt.Errorf("bridge: unknown content mode %d", int(c.ContentMode)))
 	}
+	for topic, m := range c.ContentModeByTopic {
+		if m != Binary && m != Structured {
+			errs = append(errs, fmt.Errorf("bridge: unknown content mode %d of topic %q", int(m), topic))
+		}
+	}
 	for topic, d := range c.MaxProcessingTimeByTopic {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("bridge: max processing time of topic %q is not positive (%s)", topic, d))
@@ -264,11 +268,24 @@ func (c Config) maxProcessingTime(topic string) time.Duration {
 	return c.MaxProcessingTime
 }
 
-// lockMargin is how long before the lock runs out it is extended: 5 s as the
-// official worker does, but never less than a third of the lock, so short
-// locks are extended at 2/3 of their duration.
-func (c Config) lockMargin() time.Duration {
-	return min(5*time.Second, c.LockDuration/3)
+func (c Config) contentMode(topic string) ContentMode {
+	if m, ok := c.ContentModeByTopic[topic]; ok {
+		return m
+	}
+	return c.ContentMode
+}
+
+// fetchMargin is how much longer than the long poll a fetch may take.
+func (c Config) fetchMargin() time.Duration {
+	return min(max(c.LongPollTimeout/4, 500*time.Millisecond), 3*time.Second)
+}
+
+// hedgeDelay is how long a fetch may stay open, while the topic has a
+// backlog (the last fetch came back full), before a second fetch starts
+// beside it: with tasks waiting the engine answers at once, so a fetch that
+// takes this long is probably stalled.
+func (c Config) hedgeDelay() time.Duration {
+	return min(max(c.LongPollTimeout/10, 100*time.Millisecond), time.Second)
 }
 
 // fetchThreshold is the number of free window slots a poller waits for

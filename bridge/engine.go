@@ -48,6 +48,11 @@ type transport interface {
 	// inbox prefix.
 	NewInbox() string
 	Publish(m *nats.Msg) error
+	// MaxPayload is the server's max_payload (headers and body).
+	MaxPayload() int64
+	// OnReconnect calls f (on a goroutine of its own) after each reconnect
+	// until the returned func is called.
+	OnReconnect(f func()) (stop func())
 	// Subscribe registers cb for subject (may be a wildcard); cb is called
 	// serially. The returned func unsubscribes.
 	Subscribe(subject string, cb func(*nats.Msg)) (func() error, error)
@@ -57,6 +62,24 @@ type natsTransport struct{ nc *nats.Conn }
 
 func (t natsTransport) NewInbox() string          { return t.nc.NewInbox() }
 func (t natsTransport) Publish(m *nats.Msg) error { return t.nc.PublishMsg(m) }
+func (t natsTransport) MaxPayload() int64          { return t.nc.MaxPayload() }
+
+// OnReconnect listens with a status channel of its own: the connection's
+// reconnect handler belongs to its owner (cmd/bridge).
+func (t natsTransport) OnReconnect(f func()) func() {
+	ch := t.nc.StatusChanged(nats.CONNECTED)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range ch {
+			f()
+		}
+	}()
+	return func() {
+		t.nc.RemoveStatusListener(ch)
+		<-done
+	}
+}
 
 func (t natsTransport) Subscribe(subject string, cb func(*nats.Msg)) (func() error, error) {
 	sub, err := t.nc.Subscribe(subject, cb)

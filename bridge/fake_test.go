@@ -152,6 +152,10 @@ func (f *fakeEngine) report(ctx context.Context, id string, record func()) error
 		select {
 		case <-gate:
 		case <-ctx.Done():
+			f.mu.Lock()
+			f.inReport--
+			f.mu.Unlock()
+			return ctx.Err()
 		}
 	}
 	f.mu.Lock()
@@ -228,6 +232,10 @@ func newFakeBus() *fakeBus {
 }
 
 func (b *fakeBus) NewInbox() string { return "_INBOX.test" }
+
+func (b *fakeBus) MaxPayload() int64 { return 1 << 20 }
+
+func (b *fakeBus) OnReconnect(func()) func() { return func() {} }
 
 func (b *fakeBus) Publish(m *nats.Msg) error {
 	b.mu.Lock()

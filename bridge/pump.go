@@ -2,13 +2,13 @@ package bridge
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +28,15 @@ const shutdownReportTimeout = 10 * time.Second
 // once (the engine lost a race for the task), so a poller never spins.
 const emptyPollPause = 100 * time.Millisecond
 
+// reconnectGrace is the pause between a NATS reconnect and the
+// re-publication of the attempts that awaited a reply, so the handlers'
+// connections are back too.
+const reconnectGrace = time.Second
+
+// retiredKeys is how many reply keys of ended attempts the pump remembers,
+// to tell a late reply from one to a key it never issued.
+const retiredKeys = 4096
+
 // Pump moves external tasks from the engine to NATS and handler outcomes back.
 // Create it with NewPump, run it with Run; it is safe for concurrent use.
 type Pump struct {
@@ -37,10 +46,19 @@ type Pump struct {
 	log   *slog.Logger
 	stats counters
 	inbox string // reply subject prefix, ending in "."
-	seq   atomic.Uint64
+	obs    Observer
+	tracer Tracer
+	lp     lockPolicy
+
+	refresh        chan struct{} // cap 1: RefreshTopics
+	discovered     chan struct{} // closed after the first topic discovery
+	discoveredOnce sync.Once
 
 	mu        sync.Mutex
 	attempts  map[string]*task // reply key -> task awaiting that reply
+	retired   map[string]struct{}
+	retiredQ  []string // ring of the retired keys, oldest at retiredAt
+	retiredAt int
 	tasks     map[string]*task // task id -> open task
 	topics    map[string]*topicState
 	subjects  map[string]string // task subject -> topic, to detect collisions
@@ -95,13 +113,22 @@ func newPump(eng Engine, tr transport, cfg Config, logger *slog.Logger) (*Pump, 
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	workCtx, workCancel := context.WithCancel(context.Background())
-	return &Pump{
+	p := &Pump{
 		eng:        eng,
 		tr:         tr,
 		cfg:        cfg,
 		log:        logger,
-		inbox:      tr.NewInbox() + ".",
+		obs:        cfg.Observer,
+		tracer:     cfg.Tracer,
+		lp:         lockPolicy{lock: cfg.LockDuration},
+		refresh:    make(chan struct{}, 1),
+		discovered: make(chan struct{}),
+		// The inbox is random per process (nats.go's NewInbox: a nuid with a
+		// crypto-random prefix, under the connection's inbox prefix); each
+		// attempt's key under it is 128 bits from crypto/rand.
+		inbox:      tr.NewInbox() + "." + rand.Text()[:8] + ".",
 		attempts:   make(map[string]*task),
+		retired:    make(map[string]struct{}, retiredKeys),
 		tasks:      make(map[string]*task),
 		topics:     make(map[string]*topicState),
 		subjects:   make(map[string]string),
@@ -112,8 +139,26 @@ func newPump(eng Engine, tr transport, cfg Config, logger *slog.Logger) (*Pump, 
 		reportSem:  make(chan struct{}, cfg.ReportConcurrency),
 		extendSem:  make(chan struct{}, cfg.ExtendConcurrency),
 		done:       make(chan struct{}),
-	}, nil
+	}
+	if len(cfg.Topics) > 0 {
+		p.discoveredOnce.Do(func() { close(p.discovered) })
+	}
+	return p, nil
 }
+
+// RefreshTopics makes the pump re-read the deployed topics now (e.g. after
+// a process was deployed). It never blocks; calls while a refresh is pending
+// coalesce. Without effect when Config.Topics is set.
+func (p *Pump) RefreshTopics() {
+	select {
+	case p.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// Discovered is closed after the first successful discovery of the deployed
+// topics, or at once when Config.Topics lists them (a readiness signal).
+func (p *Pump) Discovered() <-chan struct{} { return p.discovered }
 
 // WorkerID is the engine worker id the pump locks tasks with.
 func (p *Pump) WorkerID() string { return p.cfg.WorkerID }
@@ -151,6 +196,7 @@ func (p *Pump) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bridge: subscribing to replies on %s>: %w", p.inbox, err)
 	}
+	stopReconnect := p.tr.OnReconnect(p.onReconnect)
 	p.log.Info("task pump started", "worker_id", p.cfg.WorkerID, "topics", p.cfg.Topics,
 		"window", p.cfg.Window, "lock_duration", p.cfg.LockDuration, "content_mode", p.cfg.ContentMode.String())
 
@@ -160,16 +206,49 @@ func (p *Pump) Run(ctx context.Context) error {
 	} else {
 		p.watchTopics(ctx)
 	}
+	// Pollers finish the fetch they have open (bounded by the long poll):
+	// tasks it locked are delivered and drained like the others.
 	p.pollWG.Wait()
 	p.drain()
+	stopReconnect()
 	if err := unsubscribe(); err != nil {
 		p.log.Debug("unsubscribing from replies", "error", err)
 	}
 	s := p.Stats()
 	p.log.Info("task pump stopped", "fetched", s.Fetched, "published", s.Published, "finished", s.Finished,
 		"bpmn_errors", s.BPMNErrors, "failures", s.Failures, "cancelled", s.Cancelled, "dropped", s.Dropped,
-		"released", s.Released, "no_responders", s.NoResponders, "lock_extensions", s.LockExtensions)
+		"released", s.Released, "no_responders", s.NoResponders, "lock_extensions", s.LockExtensions,
+		"unknown_replies", s.UnknownReplies)
 	return nil
+}
+
+// onReconnect re-publishes, soon after a NATS reconnect, every attempt that
+// awaited a reply: a reply sent while the connection was down is lost.
+func (p *Pump) onReconnect() {
+	p.log.Info("nats reconnected; publishing awaited attempts again", "in", reconnectGrace)
+	time.AfterFunc(reconnectGrace, func() {
+		p.track(func() {
+			p.mu.Lock()
+			open := make([]*task, 0, len(p.tasks))
+			for _, t := range p.tasks {
+				open = append(open, t)
+			}
+			p.mu.Unlock()
+			n := 0
+			for _, t := range open {
+				t.mu.Lock()
+				if t.state == stAwaiting {
+					n++
+					t.fire(evReconnected, eventInfo{cause: "nats reconnected"})
+				}
+				t.unlock()
+			}
+			if n > 0 {
+				p.stats.republished.Add(uint64(n))
+				p.log.Info("published awaited attempts again after a reconnect", "count", n)
+			}
+		})
+	})
 }
 
 // Close stops a running pump as a cancelled context does and waits for Run
@@ -188,7 +267,8 @@ func (p *Pump) Close() error {
 	return nil
 }
 
-// watchTopics follows the deployed topics until ctx is done.
+// watchTopics follows the deployed topics until ctx is done: every
+// TopicRefresh, and at once after RefreshTopics.
 func (p *Pump) watchTopics(ctx context.Context) {
 	failures := 0
 	for {
@@ -200,14 +280,25 @@ func (p *Pump) watchTopics(ctx context.Context) {
 		case err != nil:
 			failures++
 			delay = backoff(failures, p.cfg.RetryBackoff, min(p.cfg.MaxRetryBackoff, p.cfg.TopicRefresh))
-			p.log.Warn("reading deployed topics", "error", err, "retry_in", delay)
+			level := slog.LevelWarn
+			if engine.IsTemporary(err) {
+				level = slog.LevelDebug // the engine client logs the outage
+			}
+			p.log.Log(ctx, level, "reading deployed topics", "error", err, "retry_in", delay)
 		default:
 			failures = 0
 			p.setTopics(ctx, topics)
+			p.discoveredOnce.Do(func() { close(p.discovered) })
 		}
-		if !sleepCtx(ctx, delay) {
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
 			return
+		case <-p.refresh:
+		case <-timer.C:
 		}
+		timer.Stop()
 	}
 }
 
@@ -265,48 +356,139 @@ func (p *Pump) setTopics(ctx context.Context, topics []string) {
 	}
 }
 
-// poll is the one long poll of a topic: it waits for free window slots,
-// fetches at most that many tasks and hands them to startTask.
+// fetchSlot is one open fetch_and_lock of a topic and the window slots it
+// asked for (reserved while it is open, unless a hedge took them over).
+type fetchSlot struct {
+	n        int
+	start    time.Time
+	reserved bool
+	hedged   bool
+}
+
+type fetchResult struct {
+	fs    *fetchSlot
+	tasks []engine.ExternalTask
+	err   error
+	took  time.Duration
+}
+
+// poll runs the long polls of a topic: it waits for free window slots,
+// fetches at most that many tasks and hands them to startTask. Each fetch is
+// bounded by LongPollTimeout plus a margin. While the topic has a backlog
+// (the last fetch came back full), a fetch open for longer than hedgeDelay is
+// probably stalled: a second one starts beside it with the free slots (the
+// first one's tasks, should it still answer, are taken too; the window may
+// then briefly hold up to one fetch more). When ctx ends no fetch starts, but
+// the open ones are waited for and their tasks delivered: the engine has
+// locked them.
 func (p *Pump) poll(ctx context.Context, ts *topicState) {
 	defer p.pollWG.Done()
 	defer ts.cancel()
+	results := make(chan fetchResult, 2)
+	var open []*fetchSlot
+	backlog := false
 	failures := 0
+	var notBefore time.Time
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
-		n, ok := ts.waitSlots(ctx, p.cfg.fetchThreshold())
-		if !ok {
+		stopping := ctx.Err() != nil
+		if stopping && len(open) == 0 {
 			return
 		}
-		start := time.Now()
-		tasks, err := p.eng.FetchAndLock(ctx, engine.FetchAndLockRequest{
-			WorkerID:           p.cfg.WorkerID,
-			Topics:             []string{ts.name},
-			MaxTasks:           n,
-			LongPollingTimeout: p.cfg.LongPollTimeout,
-			LockDuration:       p.cfg.LockDuration,
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		var tick <-chan time.Time
+		if !stopping && (len(open) == 0 || len(open) == 1 && backlog && !open[0].hedged) {
+			at := notBefore
+			var skip *fetchSlot
+			if len(open) == 1 {
+				skip = open[0]
+				if h := skip.start.Add(p.cfg.hedgeDelay()); h.After(at) {
+					at = h
+				}
 			}
-			failures++
-			p.stats.fetchErrors.Add(1)
-			d := backoff(failures, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
-			p.log.Warn("fetching tasks", "topic", ts.name, "error", err, "retry_in", d)
-			if !sleepCtx(ctx, d) {
-				return
+			d := time.Until(at)
+			if d <= 0 {
+				n, pause := ts.slots(p.cfg.fetchThreshold(), skip)
+				switch {
+				case pause > 0:
+					d = pause
+				case n > 0:
+					if skip != nil {
+						skip.hedged = true
+						ts.unreserve(skip)
+						p.stats.hedgedFetches.Add(1)
+						p.log.Debug("fetch open for long while tasks wait; fetching beside it", "topic", ts.name,
+							"open_for", time.Since(skip.start).Round(time.Millisecond))
+					}
+					fs := &fetchSlot{n: n, start: time.Now()}
+					ts.reserve(fs)
+					open = append(open, fs)
+					go p.fetch(ctx, ts, fs, results)
+					continue
+				}
 			}
-			continue
+			if d > 0 {
+				timer.Reset(d)
+				tick = timer.C
+			}
 		}
-		failures = 0
-		for i := range tasks {
-			p.startTask(ts, &tasks[i], start)
+		done := ctx.Done()
+		if stopping {
+			done = nil
 		}
-		if len(tasks) == 0 && time.Since(start) < emptyPollPause/2 {
-			if !sleepCtx(ctx, emptyPollPause) {
-				return
+		select {
+		case r := <-results:
+			open = slices.DeleteFunc(open, func(fs *fetchSlot) bool { return fs == r.fs })
+			ts.unreserve(r.fs)
+			if r.err != nil {
+				failures++
+				backlog = false
+				p.stats.fetchErrors.Add(1)
+				d := backoff(failures, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
+				notBefore = time.Now().Add(d)
+				level := slog.LevelWarn
+				if engine.IsTemporary(r.err) || errors.Is(r.err, context.DeadlineExceeded) {
+					level = slog.LevelDebug // the engine client logs an outage
+				}
+				p.log.Log(context.Background(), level, "fetching tasks", "topic", ts.name, "error", r.err, "retry_in", d)
+				break
+			}
+			failures = 0
+			backlog = len(r.tasks) >= r.fs.n
+			for i := range r.tasks {
+				p.startTask(ts, &r.tasks[i], r.fs.start)
+			}
+			if len(r.tasks) == 0 && r.took < emptyPollPause/2 {
+				notBefore = time.Now().Add(emptyPollPause)
+			}
+		case <-ts.wake:
+		case <-tick:
+		case <-done:
+		}
+		if tick != nil && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
 			}
 		}
 	}
+}
+
+// fetch runs one fetch_and_lock for fs. It is not cancelled by ctx (a
+// cancelled fetch may have locked tasks whose answer is then never read),
+// only bounded by the long poll plus a margin.
+func (p *Pump) fetch(ctx context.Context, ts *topicState, fs *fetchSlot, results chan<- fetchResult) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.LongPollTimeout+p.cfg.fetchMargin())
+	tasks, err := p.eng.FetchAndLock(fctx, engine.FetchAndLockRequest{
+		WorkerID:           p.cfg.WorkerID,
+		Topics:             []string{ts.name},
+		MaxTasks:           fs.n,
+		LongPollingTimeout: p.cfg.LongPollTimeout,
+		LockDuration:       p.cfg.LockDuration,
+	})
+	cancel()
+	results <- fetchResult{fs: fs, tasks: tasks, err: err, took: time.Since(fs.start)}
 }
 
 // track runs f as work owned by the pump unless the pump has stopped.
@@ -362,7 +544,7 @@ func (p *Pump) queueReport(t *task) {
 // cancelled each queued report fails at once (the engine is not called).
 func (p *Pump) reportLoop(t *task) {
 	for {
-		t.doReport(p.workCtx, false)
+		t.doReport(p.workCtx)
 		p.rmu.Lock()
 		if len(p.reportQ) == 0 {
 			p.reportQ = nil
@@ -400,24 +582,50 @@ func (p *Pump) onReply(m *nats.Msg) {
 	key := m.Subject[len(p.inbox):]
 	p.mu.Lock()
 	t := p.attempts[key]
+	_, late := p.retired[key]
 	p.mu.Unlock()
 	if t == nil {
-		p.stats.lateReplies.Add(1)
-		if !isNoResponders(m) {
-			p.log.Warn("dropping reply to an attempt that is no longer awaited", "reply_subject", m.Subject)
+		switch {
+		case late:
+			p.stats.lateReplies.Add(1)
+			if !isNoResponders(m) {
+				p.log.Warn("dropping reply to an attempt that is no longer awaited", "reply_subject", m.Subject)
+			}
+		default:
+			// Keys are random: nobody who did not see the task event can name one.
+			p.stats.unknownReplies.Add(1)
+			p.log.Debug("dropping reply to a key this bridge never issued", "reply_subject", m.Subject)
 		}
 		return
 	}
 	if isNoResponders(m) {
-		t.onUndeliverable(key, "no responders")
+		t.onAttempt(key, evNoResponders, eventInfo{cause: "no responders"})
 		return
 	}
-	out, err := events.DecodeReply(m.Data, m.Header.Get(events.OutcomeHeader), p.cfg.MaxReplyBytes)
+	out, err := events.DecodeReply(m.Data, events.HeaderGet(events.Header(m.Header), events.OutcomeHeader), p.cfg.MaxReplyBytes)
 	t.onReply(key, out, err)
 }
 
 func isNoResponders(m *nats.Msg) bool {
-	return len(m.Data) == 0 && m.Header.Get("Status") == "503"
+	return len(m.Data) == 0 && events.HeaderGet(events.Header(m.Header), "Status") == "503"
+}
+
+// newKey returns a reply key nobody can guess: 128 bits from crypto/rand.
+func (p *Pump) newKey() string { return rand.Text() }
+
+// retireKey forgets an attempt's key but remembers that it was issued.
+func (p *Pump) retireKey(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.attempts, key)
+	if len(p.retiredQ) < retiredKeys {
+		p.retiredQ = append(p.retiredQ, key)
+	} else {
+		delete(p.retired, p.retiredQ[p.retiredAt])
+		p.retiredQ[p.retiredAt] = key
+		p.retiredAt = (p.retiredAt + 1) % retiredKeys
+	}
+	p.retired[key] = struct{}{}
 }
 
 // forget removes t from the pump's tables; t.mu is held.
@@ -442,14 +650,11 @@ func (p *Pump) addAttempt(key string, t *task) {
 	p.mu.Unlock()
 }
 
-func (p *Pump) removeAttempt(key string) {
-	p.mu.Lock()
-	delete(p.attempts, key)
-	p.mu.Unlock()
-}
 
 // drain serves in-flight tasks for up to DrainTimeout, then gives up on the
-// rest: single-try tasks are reported, multi-try tasks left to lapse.
+// rest: single-try tasks are reported, multi-try tasks left to lapse. The
+// outcomes queued or being reported by then (and the single-try failures)
+// get up to shutdownReportTimeout more before the engine calls are cut off.
 func (p *Pump) drain() {
 	p.mu.Lock()
 	p.draining = true
@@ -461,30 +666,16 @@ func (p *Pump) drain() {
 	p.mu.Unlock()
 	if open > 0 {
 		p.log.Info("draining in-flight tasks", "in_flight", open, "timeout", p.cfg.DrainTimeout)
-		timer := time.NewTimer(p.cfg.DrainTimeout)
-		select {
-		case <-p.idle:
-		case <-timer.C:
-		}
-		timer.Stop()
+		p.waitIdle(p.cfg.DrainTimeout)
 	}
 
-	p.mu.Lock()
-	rest := make([]*task, 0, len(p.tasks))
-	for _, t := range p.tasks {
-		rest = append(rest, t)
-	}
-	p.mu.Unlock()
+	rest := p.openTasks()
 	if len(rest) > 0 {
 		p.log.Warn("drain time is over; giving up on in-flight tasks", "in_flight", len(rest))
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownReportTimeout)
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, p.cfg.ReportConcurrency)
 		for _, t := range rest {
-			t.abandon(ctx, sem, &wg)
+			t.abandon()
 		}
-		wg.Wait()
-		cancel()
+		p.waitIdle(shutdownReportTimeout)
 	}
 
 	p.gmu.Lock()
@@ -494,16 +685,28 @@ func (p *Pump) drain() {
 	p.wg.Wait()
 
 	// Anything still open had an engine call cut off by the shutdown.
-	p.mu.Lock()
-	rest = rest[:0]
-	for _, t := range p.tasks {
-		rest = append(rest, t)
+	for _, t := range p.openTasks() {
+		t.handle(evCutOff, eventInfo{cause: "bridge stopped"})
 	}
-	p.mu.Unlock()
-	for _, t := range rest {
-		t.mu.Lock()
-		t.close()
-		t.mu.Unlock()
+}
+
+func (p *Pump) openTasks() []*task {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*task, 0, len(p.tasks))
+	for _, t := range p.tasks {
+		out = append(out, t)
+	}
+	return out
+}
+
+// waitIdle waits until no task is open while draining, or d passed.
+func (p *Pump) waitIdle(d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-p.idle:
+	case <-timer.C:
 	}
 }
 
@@ -517,6 +720,7 @@ type topicState struct {
 	mu        sync.Mutex
 	handling  int  // tasks published or waiting to be published again: they occupy the window
 	held      int  // every task not yet done, including those whose outcome is being reported
+	reserved  int  // slots asked for by open fetches
 	probing   bool // no handler listened lately: fetch one canary task at a time
 	nrBackoff time.Duration
 	resumeAt  time.Time
@@ -529,57 +733,67 @@ func (ts *topicState) signal() {
 	}
 }
 
-// waitSlots blocks until the topic may fetch and at least threshold window
-// slots are free (one while probing) and returns the number of free slots.
-// A slot is taken from fetch until the handler's outcome is in; tasks whose
-// outcome is still being reported to the engine no longer occupy the window
-// but are capped at another window's worth, so a slow engine stops fetching.
-func (ts *topicState) waitSlots(ctx context.Context, threshold int) (int, bool) {
-	for {
-		ts.mu.Lock()
-		limit := ts.window
-		if ts.probing {
-			limit = 1
-		}
-		free := min(limit-ts.handling, 2*limit-ts.held)
-		need := min(threshold, limit)
-		wait := time.Until(ts.resumeAt)
-		ts.mu.Unlock()
-		if wait > 0 {
-			timer := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return 0, false
-			case <-ts.wake:
-			case <-timer.C:
-			}
-			timer.Stop()
-			continue
-		}
-		if free >= need {
-			return free, true
-		}
-		select {
-		case <-ctx.Done():
-			return 0, false
-		case <-ts.wake:
-		}
+// slots returns how many tasks a new fetch may ask for: the free window
+// slots (one while probing) not reserved by open fetches other than skip,
+// or 0 when fewer than threshold are free; and how long a no-responder pause
+// has left. A slot is taken from fetch until the handler's outcome is in;
+// tasks whose outcome is still being reported to the engine no longer occupy
+// the window but are capped at another window's worth, so a slow engine
+// stops fetching.
+func (ts *topicState) slots(threshold int, skip *fetchSlot) (int, time.Duration) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if wait := time.Until(ts.resumeAt); wait > 0 {
+		return 0, wait
 	}
+	limit := ts.window
+	if ts.probing {
+		limit = 1
+	}
+	reserved := ts.reserved
+	if skip != nil && skip.reserved {
+		reserved -= skip.n
+	}
+	free := min(limit-ts.handling, 2*limit-ts.held) - reserved
+	if free < min(threshold, limit) || free <= 0 {
+		return 0, 0
+	}
+	return free, 0
+}
+
+func (ts *topicState) reserve(fs *fetchSlot) {
+	ts.mu.Lock()
+	ts.reserved += fs.n
+	fs.reserved = true
+	ts.mu.Unlock()
+}
+
+// unreserve frees fs's slots (once).
+func (ts *topicState) unreserve(fs *fetchSlot) {
+	ts.mu.Lock()
+	if fs.reserved {
+		fs.reserved = false
+		ts.reserved -= fs.n
+	}
+	ts.mu.Unlock()
 }
 
 // acquire counts a fetched task and reports whether it is a canary.
-func (ts *topicState) acquire() bool {
+func (ts *topicState) acquire(obs Observer) bool {
 	ts.mu.Lock()
-	defer ts.mu.Unlock()
 	ts.handling++
 	ts.held++
-	return ts.probing
+	probing, handling := ts.probing, ts.handling
+	ts.mu.Unlock()
+	if obs != nil {
+		obs.Window(ts.name, handling, ts.window)
+	}
+	return probing
 }
 
 // release frees what a task held: its window slot if it still has it
 // (handling) and its place among the held tasks.
-func (ts *topicState) release(handling, held bool) {
+func (ts *topicState) release(handling, held bool, obs Observer) {
 	ts.mu.Lock()
 	if handling {
 		ts.handling--
@@ -587,7 +801,11 @@ func (ts *topicState) release(handling, held bool) {
 	if held {
 		ts.held--
 	}
+	n := ts.handling
 	ts.mu.Unlock()
+	if obs != nil && handling {
+		obs.Window(ts.name, n, ts.window)
+	}
 	ts.signal()
 }
 
@@ -621,15 +839,4 @@ func (ts *topicState) responder() bool {
 		ts.signal()
 	}
 	return was
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
 }

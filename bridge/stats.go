@@ -25,14 +25,20 @@ type PumpStats struct {
 	HandlerTimeouts uint64 `json:"handler_timeouts"` // attempts without a reply within HandlerTimeout
 	BadReplies      uint64 `json:"bad_replies"`      // malformed replies
 	LateReplies     uint64 `json:"late_replies"`     // replies to an attempt that was no longer current (dropped)
-	BadTasks        uint64 `json:"bad_tasks"`        // tasks with an invalid topic or payload from the engine
+	BadTasks        uint64 `json:"bad_tasks"`        // tasks with an invalid topic or payload from the engine, or too large to publish
+	UnknownReplies  uint64 `json:"unknown_replies"`  // replies to a key this bridge never issued (forged or misrouted; dropped)
+	Refetched       uint64 `json:"refetched"`        // tasks the engine handed out again while held (kept their attempt)
+	Republished     uint64 `json:"republished"`      // awaited attempts published again after a NATS reconnect
+	HedgedFetches   uint64 `json:"hedged_fetches"`   // fetches started beside one that took too long while tasks waited
+	Rejected        uint64 `json:"rejected"`         // impossible task events (logged and ignored)
 	InFlight        int64  `json:"in_flight"`        // tasks held now
 }
 
 type counters struct {
 	fetched, published, retries, finished, bpmnErrors, failures, cancelled, dropped, released,
 	noResponders, lockExtensions, extendErrors, reportErrors, fetchErrors, handlerTimeouts,
-	badReplies, lateReplies, badTasks atomic.Uint64
+	badReplies, lateReplies, badTasks, unknownReplies, refetched, republished, hedgedFetches,
+	rejected atomic.Uint64
 	inFlight atomic.Int64
 }
 
@@ -56,6 +62,11 @@ func (c *counters) snapshot() PumpStats {
 		BadReplies:      c.badReplies.Load(),
 		LateReplies:     c.lateReplies.Load(),
 		BadTasks:        c.badTasks.Load(),
+		UnknownReplies:  c.unknownReplies.Load(),
+		Refetched:       c.refetched.Load(),
+		Republished:     c.republished.Load(),
+		HedgedFetches:   c.hedgedFetches.Load(),
+		Rejected:        c.rejected.Load(),
 		InFlight:        c.inFlight.Load(),
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,20 +16,6 @@ import (
 	"github.com/pe-bridge/pe-bridge/events"
 )
 
-// taskState is where a task is in its life; stDone is final.
-type taskState int
-
-const (
-	stAwaiting  taskState = iota // published, waiting for the reply to attempt key
-	stBackoff                    // waiting before the next publication
-	stReporting                  // an outcome is being reported to the engine (or waits for a retry)
-	stDone                       // finished, errored, cancelled, dropped or released: nothing more is sent
-)
-
-func (s taskState) String() string {
-	return [...]string{"awaiting", "backoff", "reporting", "done"}[s]
-}
-
 // report is an outcome to send to the engine: a finish (kind KindSuccess)
 // or an error.
 type report struct {
@@ -38,84 +24,117 @@ type report struct {
 	err    engine.ExternalTaskError
 }
 
-// task is the state machine of one locked external task. Every field below
-// mu is guarded by it. Lock order: task.mu, then Pump.mu, then topicState.mu.
-type task struct {
-	p        *Pump
-	ts       *topicState
-	et       engine.ExternalTask
-	subject  string
-	traceID  string
-	deadline time.Time // fetch + MaxProcessingTime
+// eventInfo is what an event carries besides its kind.
+type eventInfo struct {
+	cause      string        // why an attempt failed or the task ends
+	retryAfter time.Duration // the handler's wish for the next attempt (evFailed)
+	rep        report        // the handler's outcome (evOutcome)
+	lockStart  time.Time     // start of the re-fetch (evRefetched)
+	refused    error         // the engine's answer (evReportRefused)
+}
 
-	mu          sync.Mutex
-	state       taskState
-	keepLock    bool
-	lockExpiry  time.Time // local estimate: start of the last successful lock call + LockDuration
-	lockTimer   *time.Timer
-	extendFails int
-	step        *time.Timer // handler timeout, retry backoff or report retry
-	stepGen     uint64
-	key         string // reply key of the awaited attempt
-	attempt     int    // publications so far
-	failures    int    // technical failures so far
-	nrCount     int    // consecutive no-responder answers (single-try)
-	canary      bool
-	slot        bool // holds a window slot (until the outcome is in)
-	lastCause   string
-	rep         report
-	repFails    int
+// task is one locked external task. Its state changes only in fire, through
+// transition (lifecycle.go). Every field below mu is guarded by it. Lock
+// order: task.mu, then Pump.mu, then topicState.mu, then Pump.rmu.
+type task struct {
+	p         *Pump
+	ts        *topicState
+	et        engine.ExternalTask
+	subject   string
+	mode      ContentMode
+	traceID   string
+	span      TaskSpan // nil without a Tracer
+	fetchedAt time.Time
+	deadline  time.Time // fetch + MaxProcessingTime
+
+	mu        sync.Mutex
+	state     taskState
+	lock      lockCycle
+	keepLock  bool
+	lockTimer *time.Timer
+	deadTimer *time.Timer
+	step      *time.Timer // handler timeout, retry backoff or report retry
+	stepGen   uint64
+	key       string // reply key of the awaited attempt
+	pubAt     time.Time
+	endPub    func(error) // ends the attempt's span
+	attempt   int         // publications so far
+	failures  int         // technical failures so far
+	nrCount   int         // consecutive no-responder answers (single-try)
+	canary    bool
+	slot      bool // holds a window slot (until the outcome is in)
+	lastCause string
+	rep       report
+	repFails  int
+	final     bool        // the pending report is the last try
+	out       []*nats.Msg // to publish once mu is released
 }
 
 // startTask takes over a task the engine just locked for us.
 func (p *Pump) startTask(ts *topicState, et *engine.ExternalTask, fetchStart time.Time) {
 	p.stats.fetched.Add(1)
-	if et.ID == "" {
+	if p.obs != nil {
+		p.obs.TaskFetched(ts.name)
+	}
+	if strings.TrimSpace(et.ID) == "" {
 		p.stats.badTasks.Add(1)
 		p.log.Error("engine returned a task without an id; it cannot be reported and will lapse", "topic", et.Topic)
 		return
 	}
-	t := &task{
-		p:          p,
-		ts:         ts,
-		et:         *et,
-		traceID:    newTraceID(),
-		deadline:   fetchStart.Add(p.cfg.maxProcessingTime(ts.name)),
-		keepLock:   true,
-		lockExpiry: fetchStart.Add(p.cfg.LockDuration),
-	}
-	p.stats.inFlight.Add(1)
-	t.canary = ts.acquire()
-	t.slot = true
 	p.mu.Lock()
 	old := p.tasks[et.ID]
-	p.tasks[et.ID] = t
 	p.mu.Unlock()
-	if old != nil {
-		// Our earlier lock on it lapsed and the engine offered it again: the new
-		// copy takes over, the old one stops quietly.
-		old.mu.Lock()
-		old.close()
-		old.mu.Unlock()
-		p.log.Warn("task fetched again while still held; replacing the old copy", t.attrs()...)
-	}
-
-	t.mu.Lock()
-	t.lockTimer = time.AfterFunc(t.nextLockCall(), func() { p.track(t.lockTick) })
-	bad := t.validate()
-	if bad != "" {
-		p.stats.badTasks.Add(1)
-		p.log.Warn("bad task from the engine; reporting a technical failure", t.attrs("reason", bad)...)
-		t.startReport(report{kind: events.KindFailure, err: engine.ExternalTaskError{
-			ErrorCode:    p.cfg.FailureErrorCode,
-			ErrorMessage: "pe-bridge cannot deliver this task: " + bad,
-		}})
-		t.mu.Unlock()
+	if old != nil && old.refetched(fetchStart) {
 		return
 	}
-	msg, key := t.prepareAttempt()
-	t.mu.Unlock()
-	t.send(msg, key)
+	t := &task{
+		p:         p,
+		ts:        ts,
+		et:        *et,
+		mode:      p.cfg.contentMode(et.Topic),
+		traceID:   newTraceID(),
+		fetchedAt: fetchStart,
+		deadline:  fetchStart.Add(p.cfg.maxProcessingTime(ts.name)),
+		keepLock:  true,
+		lock:      lockCycle{expiry: fetchStart.Add(p.cfg.LockDuration)},
+	}
+	if p.tracer != nil {
+		t.span = p.tracer.StartTask(ts.name, et.ID, fetchStart)
+	}
+	p.stats.inFlight.Add(1)
+	t.canary = ts.acquire(p.obs)
+	t.slot = true
+	p.mu.Lock()
+	p.tasks[et.ID] = t
+	p.mu.Unlock()
+
+	t.mu.Lock()
+	t.armLock()
+	t.deadTimer = time.AfterFunc(time.Until(t.deadline), func() { p.track(t.onDeadline) })
+	if bad := t.validate(); bad != "" {
+		p.stats.badTasks.Add(1)
+		p.log.Warn("bad task from the engine; reporting a technical failure", t.attrs("reason", bad)...)
+		t.fire(evInvalid, eventInfo{cause: "pe-bridge cannot deliver this task: " + bad})
+	} else {
+		t.fire(evDeliver, eventInfo{})
+	}
+	t.unlock()
+}
+
+// refetched handles a task the engine handed out again while t still holds
+// it: t keeps its running attempt and adopts the new lock. It reports false
+// when t is done (the new copy starts afresh).
+func (t *task) refetched(start time.Time) bool {
+	t.mu.Lock()
+	defer t.unlock()
+	if t.state == stDone {
+		return false
+	}
+	t.p.stats.refetched.Add(1)
+	t.p.log.Warn("task fetched again while still held; keeping the running attempt and the new lock",
+		t.attrs("state", t.state.String())...)
+	t.fire(evRefetched, eventInfo{lockStart: start})
+	return true
 }
 
 // validate checks what the engine sent; it returns a reason when the task
@@ -140,58 +159,255 @@ func (t *task) attrs(extra ...any) []any {
 	return append([]any{"task_id", t.et.ID, "topic", t.et.Topic, "ce_id", t.et.ID}, extra...)
 }
 
-// nextLockCall is the delay until the next extend_lock (or until the
-// deadline, when that comes first and no outcome is being reported).
-func (t *task) nextLockCall() time.Duration {
-	at := t.lockExpiry.Add(-t.p.cfg.lockMargin())
-	if t.state != stReporting && t.deadline.Before(at) {
-		at = t.deadline
+// unlock releases t.mu and publishes what the transitions queued.
+func (t *task) unlock() {
+	out := t.out
+	t.out = nil
+	t.mu.Unlock()
+	for _, m := range out {
+		t.send(m)
 	}
-	return time.Until(at)
 }
 
-// prepareAttempt registers a new attempt and builds its message; t.mu held.
-// It returns a nil message if the task was reported instead.
-func (t *task) prepareAttempt() (*nats.Msg, string) {
+// handle fires ev on t; t.mu must not be held.
+func (t *task) handle(ev lifeEvent, in eventInfo) {
+	t.mu.Lock()
+	t.fire(ev, in)
+	t.unlock()
+}
+
+// fire runs one transition and carries out its actions; t.mu held. An
+// impossible event is rejected: counted, logged, and the state is kept.
+func (t *task) fire(ev lifeEvent, in eventInfo) {
 	p := t.p
-	key := strconv.FormatUint(p.seq.Add(1), 36)
-	ev, err := taskEvent(&t.et, p.cfg.Source, traceParent(t.traceID), t.lockExpiry, time.Now())
+	c := cond{singleTry: t.et.IsSingleTry, retriesLeft: t.failures+1 < p.cfg.MaxAttempts}
+	st, err := transition(t.state, ev, c)
+	if err != nil {
+		p.stats.rejected.Add(1)
+		level := slog.LevelWarn
+		if t.state == stDone {
+			level = slog.LevelDebug // a timer or a call that ended just after the task settled
+		}
+		p.log.Log(context.Background(), level, "ignoring impossible task event", t.attrs("error", err)...)
+		return
+	}
+	t.state = st.next
+	a := st.act
+	if a&actEndAttempt != 0 {
+		t.endAttempt(ev, in.cause)
+	}
+	if a&actFreeSlot != 0 && t.slot {
+		t.slot = false
+		t.ts.release(true, false, p.obs)
+	}
+	if a&actPause != 0 {
+		p.stats.noResponders.Add(1)
+		if paused, d := t.ts.noResponders(t.canary, p.cfg.NoResponderBackoff, p.cfg.MaxNoResponderBackoff); paused {
+			p.log.Warn("no handler receives the topic's tasks; pausing the topic", "topic", t.ts.name,
+				"subject", t.subject, "reason", in.cause, "resume_in", d)
+			if p.obs != nil {
+				p.obs.TopicPaused(t.ts.name)
+			}
+		}
+	}
+	if a&actFailure != 0 {
+		t.rep = report{kind: events.KindFailure, err: engine.ExternalTaskError{
+			ErrorCode: p.cfg.FailureErrorCode, ErrorMessage: t.failureMessage(ev, in.cause),
+		}}
+	}
+	if a&actOutcome != 0 {
+		t.rep = in.rep
+	}
+	if a&actFinal != 0 {
+		t.final = true
+	}
+	if a&actReport != 0 {
+		t.stopStep()
+		p.queueReport(t)
+	}
+	if a&actArmRetry != 0 {
+		t.armRetry(ev, in)
+	}
+	if a&actArmReportRetry != 0 {
+		t.repFails++
+		t.armStep(backoff(t.repFails, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff))
+	}
+	if a&actPublish != 0 {
+		t.publish(ev == evReconnected)
+	}
+	if a&actStopLock != 0 {
+		t.keepLock = false
+		t.lockTimer.Stop()
+	}
+	if a&actAdoptLock != 0 {
+		p.lp.adopt(&t.lock, in.lockStart)
+		t.armLock()
+	}
+	if a&actCancelEvent != 0 {
+		t.cancelEvent(in.cause)
+	}
+	if a&actClose != 0 {
+		s := st.settle
+		if s == "" {
+			s = t.settlement()
+		}
+		t.close(s, ev, in)
+	}
+}
+
+// failureMessage is the message of the reserved technical failure.
+func (t *task) failureMessage(ev lifeEvent, cause string) string {
+	p := t.p
+	switch ev {
+	case evFailed:
+		return fmt.Sprintf("pe-bridge: technical failure after %d attempts: %s", t.failures+1, cause)
+	case evDeadline:
+		if cause == "" {
+			cause = "no outcome yet"
+		}
+		return fmt.Sprintf("pe-bridge: no outcome within max processing time %s (%s)",
+			p.cfg.maxProcessingTime(t.ts.name), cause)
+	case evAbandon:
+		return "pe-bridge: bridge shutting down"
+	}
+	return cause
+}
+
+// settlement is how a reported task ended, from its pending outcome.
+func (t *task) settlement() Settlement {
+	switch {
+	case t.rep.kind == events.KindSuccess:
+		return SettledFinished
+	case t.rep.kind == events.KindFailure && t.rep.err.ErrorCode == t.p.cfg.FailureErrorCode:
+		return SettledFailure
+	default:
+		return SettledBPMNError
+	}
+}
+
+// endAttempt forgets the awaited attempt; t.mu held.
+func (t *task) endAttempt(ev lifeEvent, cause string) {
+	if t.key != "" {
+		t.p.retireKey(t.key)
+		t.key = ""
+	}
+	t.stopStep()
+	if t.endPub != nil {
+		var err error
+		if ev != evOutcome {
+			err = errors.New(ev.String() + ": " + cause)
+		}
+		t.endPub(err)
+		t.endPub = nil
+	}
+}
+
+// armRetry schedules the next publication after a failed or undelivered
+// attempt; t.mu held.
+func (t *task) armRetry(ev lifeEvent, in eventInfo) {
+	p := t.p
+	t.lastCause = in.cause
+	var d time.Duration
+	if ev == evNoResponders {
+		t.nrCount++
+		t.canary = true
+		d = backoff(t.nrCount, p.cfg.NoResponderBackoff, p.cfg.MaxNoResponderBackoff)
+		p.log.Warn("single-try task not delivered; keeping its lock and publishing again",
+			t.attrs("reason", in.cause, "retry_in", d)...)
+	} else {
+		t.failures++
+		d = in.retryAfter
+		if d <= 0 {
+			d = backoff(t.failures, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
+		}
+		p.log.Warn("technical failure; retrying", t.attrs("reason", in.cause, "attempt", t.attempt, "retry_in", d)...)
+	}
+	t.armStep(d)
+}
+
+// publish registers a new attempt and queues its message; t.mu held.
+// again is true for a re-publication after a NATS reconnect.
+func (t *task) publish(again bool) {
+	p := t.p
+	if t.attempt > 0 && !again {
+		p.stats.retries.Add(1)
+	}
+	tp, end := "", func(error) {}
+	if t.span != nil {
+		tp, end = t.span.Publish()
+	} else {
+		tp = traceParent(t.traceID)
+	}
+	ev, err := taskEvent(&t.et, p.cfg.Source, tp, t.lock.expiry, time.Now())
 	var msg *nats.Msg
 	if err == nil {
-		msg, err = encodeEvent(ev, t.subject, p.cfg.ContentMode)
+		msg, err = encodeEvent(ev, t.subject, t.mode)
 	}
 	if err != nil {
+		end(err)
 		p.stats.badTasks.Add(1)
 		p.log.Warn("cannot encode task event; reporting a technical failure", t.attrs("error", err)...)
-		t.startReport(report{kind: events.KindFailure, err: engine.ExternalTaskError{
-			ErrorCode:    p.cfg.FailureErrorCode,
-			ErrorMessage: "pe-bridge cannot encode this task: " + err.Error(),
-		}})
-		return nil, ""
+		t.fire(evTooLarge, eventInfo{cause: "pe-bridge cannot encode this task: " + err.Error()})
+		return
 	}
+	key := p.newKey()
 	msg.Reply = p.inbox + key
 	t.key = key
-	t.state = stAwaiting
+	t.endPub = end
+	t.pubAt = time.Now()
 	t.attempt++
 	p.addAttempt(key, t)
 	t.armStep(p.cfg.HandlerTimeout)
-	return msg, key
+	t.out = append(t.out, msg)
 }
 
-// send publishes an attempt; t.mu must not be held.
-func (t *task) send(msg *nats.Msg, key string) {
-	if msg == nil {
-		return
-	}
+// send publishes m; t.mu must not be held.
+func (t *task) send(m *nats.Msg) {
 	p := t.p
-	if err := p.tr.Publish(msg); err != nil {
-		t.onUndeliverable(key, "publishing: "+err.Error())
+	key := ""
+	if strings.HasPrefix(m.Reply, p.inbox) {
+		key = m.Reply[len(p.inbox):]
+	}
+	err := p.tr.Publish(m)
+	switch {
+	case key == "": // a cancel event
+		if err != nil {
+			p.log.Warn("publishing cancel event", t.attrs("error", err)...)
+		}
+	case errors.Is(err, nats.ErrMaxPayload):
+		t.onAttempt(key, evTooLarge, eventInfo{cause: fmt.Sprintf(
+			"pe-bridge cannot publish this task: its event is %d bytes, above the NATS server's max_payload of %d bytes",
+			msgSize(m), p.tr.MaxPayload())})
+	case err != nil:
+		t.onAttempt(key, evNoResponders, eventInfo{cause: "publishing: " + err.Error()})
+	default:
+		p.stats.published.Add(1)
+		if p.obs != nil {
+			p.obs.TaskPublished(t.ts.name)
+		}
+		if p.log.Enabled(context.Background(), slog.LevelDebug) {
+			p.log.Debug("task published", t.attrs("subject", m.Subject, "single_try", t.et.IsSingleTry)...)
+		}
+	}
+}
+
+// onAttempt fires ev if key is still the awaited attempt.
+func (t *task) onAttempt(key string, ev lifeEvent, in eventInfo) {
+	t.mu.Lock()
+	if t.key != key || t.state != stAwaiting {
+		t.mu.Unlock()
 		return
 	}
-	p.stats.published.Add(1)
-	if p.log.Enabled(context.Background(), slog.LevelDebug) {
-		p.log.Debug("task published", t.attrs("subject", t.subject, "single_try", t.et.IsSingleTry)...)
+	if ev == evTooLarge {
+		t.p.stats.badTasks.Add(1)
+		t.p.log.Warn("task cannot be published; reporting a technical failure", t.attrs("reason", in.cause)...)
 	}
+	if ev == evNoResponders && !t.et.IsSingleTry {
+		t.p.log.Warn("task not delivered; leaving its lock to lapse so the engine offers it again",
+			t.attrs("reason", in.cause)...)
+	}
+	t.fire(ev, in)
+	t.unlock()
 }
 
 // armStep (re)starts the step timer; t.mu held. A fire of an older arming is
@@ -210,9 +426,10 @@ func (t *task) stopStep() {
 	t.stepGen++
 }
 
+// onStep turns the step timer into the event of the current state.
 func (t *task) onStep(gen uint64) {
 	t.mu.Lock()
-	if gen != t.stepGen || t.state == stDone {
+	if gen != t.stepGen { // re-armed or stopped since
 		t.mu.Unlock()
 		return
 	}
@@ -220,234 +437,148 @@ func (t *task) onStep(gen uint64) {
 	switch t.state {
 	case stAwaiting:
 		t.p.stats.handlerTimeouts.Add(1)
-		t.dropAttempt()
-		t.failure(fmt.Sprintf("no reply within %s", t.p.cfg.HandlerTimeout), 0)
-		t.mu.Unlock()
+		t.fire(evFailed, eventInfo{cause: fmt.Sprintf("no reply within %s", t.p.cfg.HandlerTimeout)})
 	case stBackoff:
-		if !time.Now().Before(t.deadline) {
-			t.deadlineReached()
-			t.mu.Unlock()
-			return
-		}
-		t.p.stats.retries.Add(1)
-		msg, key := t.prepareAttempt()
-		t.mu.Unlock()
-		t.send(msg, key)
-	case stReporting:
-		t.mu.Unlock()
-		t.p.queueReport(t)
+		t.fire(evRetryDue, eventInfo{})
 	default:
-		t.mu.Unlock()
+		t.fire(evReportDue, eventInfo{})
 	}
+	t.unlock()
 }
 
-func (t *task) dropAttempt() {
-	if t.key != "" {
-		t.p.removeAttempt(t.key)
-		t.key = ""
+func (t *task) onDeadline() {
+	t.mu.Lock()
+	if t.state == stDone {
+		t.mu.Unlock()
+		return
 	}
+	if t.state == stAwaiting || t.state == stBackoff {
+		limit := t.p.cfg.maxProcessingTime(t.ts.name)
+		t.p.log.Warn("task reached its max processing time", t.attrs("max_processing_time", limit,
+			"reason", t.lastCause, "single_try", t.et.IsSingleTry)...)
+	}
+	t.fire(evDeadline, eventInfo{cause: t.lastCause})
+	t.unlock()
 }
 
 // onReply handles a handler's reply to attempt key.
 func (t *task) onReply(key string, out events.Outcome, decodeErr error) {
 	p := t.p
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.state != stAwaiting || t.key != key {
+		t.mu.Unlock()
 		p.stats.lateReplies.Add(1)
-		p.log.Warn("dropping late reply", t.attrs("state", t.state.String())...)
+		p.log.Warn("dropping late reply", t.attrs()...)
 		return
 	}
-	t.dropAttempt()
-	t.stopStep()
+	if p.obs != nil {
+		p.obs.HandlerReplied(t.ts.name, time.Since(t.pubAt))
+	}
 	if t.ts.responder() {
 		p.log.Info("a handler answered; topic resumes", "topic", t.ts.name)
 	}
-	if decodeErr != nil {
+	switch {
+	case decodeErr != nil:
 		p.stats.badReplies.Add(1)
-		t.failure(decodeErr.Error(), 0)
-		return
-	}
-	switch out.Kind {
-	case events.KindSuccess:
-		t.startReport(report{kind: events.KindSuccess, result: out.Result})
-	case events.KindBPMNError:
-		t.startReport(report{kind: events.KindBPMNError, err: engine.ExternalTaskError{
+		t.fire(evFailed, eventInfo{cause: decodeErr.Error()})
+	case out.Kind == events.KindSuccess:
+		t.fire(evOutcome, eventInfo{rep: report{kind: events.KindSuccess, result: out.Result}})
+	case out.Kind == events.KindBPMNError:
+		t.fire(evOutcome, eventInfo{rep: report{kind: events.KindBPMNError, err: engine.ExternalTaskError{
 			ErrorCode: out.Code, ErrorMessage: out.Message, ErrorDetails: out.Details,
-		}})
+		}}})
 	default:
 		msg := out.Message
 		if msg == "" {
 			msg = "no message"
 		}
-		t.failure("handler reported a failure: "+msg, out.RetryAfter)
+		t.fire(evFailed, eventInfo{cause: "handler reported a failure: " + msg, retryAfter: out.RetryAfter})
 	}
-}
-
-// failure counts a technical failure of the current attempt and either
-// schedules the next attempt or reports the task; t.mu held, no attempt open.
-func (t *task) failure(cause string, retryAfter time.Duration) {
-	p := t.p
-	t.failures++
-	t.lastCause = cause
-	if t.failures >= p.cfg.MaxAttempts {
-		p.log.Warn("technical failure; retry budget used up, reporting the reserved error",
-			t.attrs("reason", cause, "attempt", t.attempt, "error_code", p.cfg.FailureErrorCode)...)
-		t.startReport(report{kind: events.KindFailure, err: engine.ExternalTaskError{
-			ErrorCode:    p.cfg.FailureErrorCode,
-			ErrorMessage: fmt.Sprintf("pe-bridge: technical failure after %d attempts: %s", t.failures, cause),
-		}})
-		return
-	}
-	d := retryAfter
-	if d <= 0 {
-		d = backoff(t.failures, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
-	}
-	p.log.Warn("technical failure; retrying", t.attrs("reason", cause, "attempt", t.attempt, "retry_in", d)...)
-	t.state = stBackoff
-	t.armStep(d)
-}
-
-// onUndeliverable handles an attempt nobody could receive: a no-responders
-// status or a publish error.
-func (t *task) onUndeliverable(key, reason string) {
-	p := t.p
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.state != stAwaiting || t.key != key {
-		return
-	}
-	t.dropAttempt()
-	t.stopStep()
-	p.stats.noResponders.Add(1)
-	if paused, d := t.ts.noResponders(t.canary, p.cfg.NoResponderBackoff, p.cfg.MaxNoResponderBackoff); paused {
-		p.log.Warn("no handler receives the topic's tasks; pausing the topic", "topic", t.ts.name,
-			"subject", t.subject, "reason", reason, "resume_in", d)
-	}
-	if !t.et.IsSingleTry {
-		p.stats.released.Add(1)
-		p.log.Warn("task not delivered; leaving its lock to lapse so the engine offers it again",
-			t.attrs("reason", reason)...)
-		t.close()
-		return
-	}
-	t.nrCount++
-	t.canary = true
-	d := backoff(t.nrCount, p.cfg.NoResponderBackoff, p.cfg.MaxNoResponderBackoff)
-	p.log.Warn("single-try task not delivered; keeping its lock and publishing again",
-		t.attrs("reason", reason, "retry_in", d)...)
-	t.lastCause = reason
-	t.state = stBackoff
-	t.armStep(d)
-}
-
-// deadlineReached ends a task that got no outcome within MaxProcessingTime;
-// t.mu held.
-func (t *task) deadlineReached() {
-	p := t.p
-	t.dropAttempt()
-	t.stopStep()
-	cause := t.lastCause
-	if cause == "" {
-		cause = "no outcome yet"
-	}
-	limit := p.cfg.maxProcessingTime(t.ts.name)
-	if t.et.IsSingleTry {
-		p.log.Warn("single-try task reached its max processing time; reporting the reserved error",
-			t.attrs("max_processing_time", limit, "reason", cause)...)
-		t.startReport(report{kind: events.KindFailure, err: engine.ExternalTaskError{
-			ErrorCode:    p.cfg.FailureErrorCode,
-			ErrorMessage: fmt.Sprintf("pe-bridge: no outcome within max processing time %s (%s)", limit, cause),
-		}})
-		return
-	}
-	p.stats.released.Add(1)
-	p.log.Warn("task reached its max processing time; leaving its lock to lapse",
-		t.attrs("max_processing_time", limit, "reason", cause)...)
-	t.close()
-}
-
-// startReport moves the task to stReporting and sends r; t.mu held. The
-// task's window slot is free from here: the handler is done with it.
-func (t *task) startReport(r report) {
-	t.dropAttempt()
-	t.stopStep()
-	t.state = stReporting
-	if t.slot {
-		t.slot = false
-		t.ts.release(true, false)
-	}
-	t.rep = r
-	t.p.queueReport(t)
+	t.unlock()
 }
 
 // doReport sends the pending outcome once and settles the task from the
-// engine's answer; final reports are not retried.
-func (t *task) doReport(ctx context.Context, final bool) {
+// engine's answer. Each call is bounded by the lock policy; a final report
+// is not retried.
+func (t *task) doReport(ctx context.Context) {
 	p := t.p
 	t.mu.Lock()
 	if t.state != stReporting {
 		t.mu.Unlock()
 		return
 	}
-	r := t.rep
+	r, final, tries := t.rep, t.final, t.repFails
 	t.mu.Unlock()
 
+	timeout := p.lp.reportTimeout(tries)
+	if final {
+		timeout = shutdownReportTimeout
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	kind := "finish"
+	if r.kind != events.KindSuccess {
+		kind = "error"
+	}
+	var endSpan func(error)
+	if t.span != nil {
+		endSpan = t.span.Report(kind)
+	}
 	var err error
 	if r.kind == events.KindSuccess {
-		err = p.eng.FinishTask(ctx, t.et.ID, p.cfg.WorkerID, r.result)
+		err = p.eng.FinishTask(cctx, t.et.ID, p.cfg.WorkerID, r.result)
 	} else {
-		err = p.eng.HandleError(ctx, t.et.ID, p.cfg.WorkerID, r.err)
+		err = p.eng.HandleError(cctx, t.et.ID, p.cfg.WorkerID, r.err)
+	}
+	cancel()
+	if endSpan != nil {
+		endSpan(err)
 	}
 
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.unlock()
 	if t.state != stReporting {
 		return
 	}
 	switch {
 	case err == nil:
-		switch {
-		case r.kind == events.KindSuccess:
-			p.stats.finished.Add(1)
-			if p.log.Enabled(context.Background(), slog.LevelDebug) {
-				p.log.Debug("task finished", t.attrs("attempt", t.attempt)...)
-			}
-		case r.err.ErrorCode == p.cfg.FailureErrorCode && r.kind == events.KindFailure:
-			p.stats.failures.Add(1)
-			p.log.Info("task reported as technical failure", t.attrs("error_code", r.err.ErrorCode,
-				"error_message", r.err.ErrorMessage)...)
-		default:
-			p.stats.bpmnErrors.Add(1)
-			if p.log.Enabled(context.Background(), slog.LevelDebug) {
-				p.log.Debug("bpmn error raised", t.attrs("error_code", r.err.ErrorCode)...)
-			}
-		}
-		t.close()
+		t.fire(evReportDone, eventInfo{})
 	case errors.Is(err, engine.ErrGone), errors.Is(err, engine.ErrLockLost), errors.Is(err, engine.ErrNotFound):
-		p.stats.dropped.Add(1)
 		p.log.Warn("engine did not accept the outcome; dropping the task", t.attrs("error", err)...)
-		t.close()
+		t.fire(evReportRefused, eventInfo{refused: err})
 	case ctx.Err() != nil:
 		p.log.Warn("outcome not reported before shutdown", t.attrs("error", err)...)
-		t.close()
+		t.fire(evCutOff, eventInfo{cause: err.Error()})
 	case final:
 		p.log.Warn("reporting outcome at shutdown", t.attrs("error", err)...)
-		t.close()
-	case engine.IsTemporary(err):
-		t.repFails++
+		t.fire(evCutOff, eventInfo{cause: err.Error()})
+	case engine.IsTemporary(err) || errors.Is(err, context.DeadlineExceeded):
 		p.stats.reportErrors.Add(1)
-		d := backoff(t.repFails, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
-		p.log.Warn("reporting outcome; retrying", t.attrs("error", err, "retry_in", d)...)
-		t.armStep(d)
+		p.log.Debug("reporting outcome; retrying", t.attrs("error", err)...)
+		t.fire(evReportFailed, eventInfo{cause: err.Error()})
 	default:
-		p.stats.dropped.Add(1)
 		p.log.Error("engine rejected the outcome; dropping the task", t.attrs("error", err)...)
-		t.close()
+		t.fire(evReportRefused, eventInfo{refused: err})
 	}
 }
 
-// lockTick extends the lock (or handles the deadline) when the lock timer fires.
+// armLock schedules the next extend_lock call from the lock policy; t.mu held.
+func (t *task) armLock() {
+	if !t.keepLock {
+		return
+	}
+	at, ok := t.p.lp.next(t.lock)
+	if !ok {
+		return // re-armed when an open call ends
+	}
+	d := time.Until(at)
+	if t.lockTimer == nil {
+		t.lockTimer = time.AfterFunc(d, func() { t.p.track(t.lockTick) })
+		return
+	}
+	t.lockTimer.Reset(d)
+}
+
+// lockTick starts one extend_lock call when the lock timer fires.
 func (t *task) lockTick() {
 	p := t.p
 	t.mu.Lock()
@@ -455,143 +586,153 @@ func (t *task) lockTick() {
 		t.mu.Unlock()
 		return
 	}
-	if t.state != stReporting && !time.Now().Before(t.deadline) {
-		t.deadlineReached()
+	if at, ok := p.lp.next(t.lock); !ok || time.Until(at) > 0 {
+		t.armLock() // a success or adopted lock moved the schedule
 		t.mu.Unlock()
 		return
 	}
+	start := time.Now()
+	bound := p.lp.start(&t.lock, start)
+	t.armLock() // the next try of this cycle, should this call stall
 	t.mu.Unlock()
 
 	// A queue of outcome reports never delays an extension: extensions have
 	// their own bound.
-	if !acquire(p.workCtx, p.extendSem) {
-		return
+	ctx, cancel := context.WithTimeout(p.workCtx, bound)
+	var err error
+	if acquire(ctx, p.extendSem) {
+		err = p.eng.ExtendLock(ctx, t.et.ID, p.cfg.WorkerID, p.cfg.LockDuration)
+		<-p.extendSem
+	} else {
+		err = ctx.Err()
 	}
-	start := time.Now()
-	err := p.eng.ExtendLock(p.workCtx, t.et.ID, p.cfg.WorkerID, p.cfg.LockDuration)
-	<-p.extendSem
+	cancel()
+	if p.obs != nil {
+		p.obs.LockExtended(t.ts.name, err)
+	}
 
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.unlock()
+	p.lp.ended(&t.lock, start, err == nil)
 	if t.state == stDone || !t.keepLock {
 		return
 	}
 	switch {
 	case err == nil:
 		p.stats.lockExtensions.Add(1)
-		t.extendFails = 0
-		t.lockExpiry = start.Add(p.cfg.LockDuration)
-		t.lockTimer.Reset(t.nextLockCall())
 	case errors.Is(err, engine.ErrGone):
-		if t.state == stReporting {
-			// Our own outcome may have closed it; the report settles the task.
-			t.keepLock = false
-			return
+		if t.state != stReporting && t.state != stReportWait {
+			p.stats.cancelled.Add(1)
+			p.log.Info("task cancelled by the engine", t.attrs("error", err)...)
 		}
-		p.stats.cancelled.Add(1)
-		p.log.Info("task cancelled by the engine", t.attrs("error", err)...)
-		t.cancelled("the engine closed the task (boundary event, termination or expiry)")
+		t.fire(evGone, eventInfo{cause: "the engine closed the task (boundary event, termination or expiry)"})
+		return
 	case errors.Is(err, engine.ErrLockLost), errors.Is(err, engine.ErrNotFound):
-		p.stats.dropped.Add(1)
 		p.log.Warn("lock lost; dropping the task", t.attrs("error", err)...)
 		reason := "lock lost: the task is locked by another worker"
 		if errors.Is(err, engine.ErrNotFound) {
 			reason = "lock lost: the engine no longer knows the task"
 		}
-		t.cancelled(reason)
+		t.fire(evLockLost, eventInfo{cause: reason})
+		return
 	case p.workCtx.Err() != nil:
 		return
 	default:
-		t.extendFails++
 		p.stats.extendErrors.Add(1)
-		d := backoff(t.extendFails, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
-		if left := time.Until(t.lockExpiry); left > 0 {
-			d = min(d, max(left/3, 10*time.Millisecond))
+		level := slog.LevelWarn
+		if engine.IsTemporary(err) || errors.Is(err, context.DeadlineExceeded) {
+			level = slog.LevelDebug
 		}
-		p.log.Warn("extending lock; retrying", t.attrs("error", err, "retry_in", d)...)
-		t.lockTimer.Reset(d)
+		p.log.Log(context.Background(), level, "extending lock; retrying", t.attrs("error", err,
+			"lock_left", time.Until(t.lock.expiry).Round(time.Millisecond))...)
 	}
+	t.armLock()
 }
 
-// cancelled ends a task the engine closed or took away and tells the
-// handlers with a cancel event; t.mu held.
-func (t *task) cancelled(reason string) {
+// cancelEvent queues the cancel event that tells handlers to stop; t.mu held.
+func (t *task) cancelEvent(reason string) {
 	p := t.p
-	t.close()
-	ev, err := cancelEvent(&t.et, p.cfg.Source, reason, traceParent(t.traceID), time.Now())
+	tp := traceParent(t.traceID)
+	if t.span != nil {
+		var end func(error)
+		tp, end = t.span.Publish()
+		defer end(nil)
+	}
+	ev, err := cancelEvent(&t.et, p.cfg.Source, reason, tp, time.Now())
 	var msg *nats.Msg
 	if err == nil {
-		msg, err = encodeEvent(ev, t.ts.cancelSubject, p.cfg.ContentMode)
-	}
-	if err == nil {
+		subject := t.ts.cancelSubject
 		if t.subject != t.ts.subject {
-			msg.Subject, err = events.CancelSubject(t.et.Topic)
+			subject, err = events.CancelSubject(t.et.Topic)
 		}
-	}
-	if err == nil {
-		err = p.tr.Publish(msg)
+		if err == nil {
+			msg, err = encodeEvent(ev, subject, t.mode)
+		}
 	}
 	if err != nil {
-		p.log.Warn("publishing cancel event", t.attrs("error", err)...)
+		p.log.Warn("building cancel event", t.attrs("error", err)...)
+		return
 	}
+	t.out = append(t.out, msg)
 }
 
-// abandon gives up on the task at the end of a drain: single-try tasks are
-// reported (their handler outcome if one is waiting for a retry, else the
-// reserved error), multi-try tasks are left to lapse.
-// At most cap(sem) of these final reports are open at once.
-func (t *task) abandon(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) {
-	p := t.p
+// abandon ends the task at the end of a drain (evAbandon).
+func (t *task) abandon() {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case t.state == stDone:
-		return
-	case t.state == stReporting && t.step == nil:
-		return // a report call is in flight; the shutdown cancels it
-	case t.state == stReporting:
-		// An outcome waits for a retry: one last try.
-	case !t.et.IsSingleTry:
-		p.stats.released.Add(1)
-		p.log.Warn("bridge shutting down; leaving the task's lock to lapse", t.attrs()...)
-		t.close()
+	if t.state == stDone {
+		t.mu.Unlock()
 		return
 	}
-	if t.state != stReporting {
-		t.rep = report{kind: events.KindFailure, err: engine.ExternalTaskError{
-			ErrorCode: p.cfg.FailureErrorCode, ErrorMessage: "pe-bridge: bridge shutting down",
-		}}
+	if !t.et.IsSingleTry && (t.state == stAwaiting || t.state == stBackoff) {
+		t.p.log.Warn("bridge shutting down; leaving the task's lock to lapse", t.attrs()...)
 	}
-	t.dropAttempt()
-	t.stopStep()
-	t.state = stReporting
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if !acquire(ctx, sem) {
-			t.doReport(ctx, true) // fails at once: ctx is done
-			return
-		}
-		defer func() { <-sem }()
-		t.doReport(ctx, true)
-	}()
+	t.fire(evAbandon, eventInfo{})
+	t.unlock()
 }
 
 // close makes the task final: timers stop, tables forget it, its window slot
-// is freed. t.mu held; idempotent.
-func (t *task) close() {
-	if t.state == stDone {
-		return
-	}
-	t.state = stDone
+// is freed; t.mu held (only from fire).
+func (t *task) close(s Settlement, ev lifeEvent, in eventInfo) {
+	p := t.p
 	t.keepLock = false
 	if t.lockTimer != nil {
 		t.lockTimer.Stop()
 	}
+	if t.deadTimer != nil {
+		t.deadTimer.Stop()
+	}
 	t.stopStep()
-	t.p.forget(t)
-	t.key = ""
-	t.ts.release(t.slot, true)
+	p.forget(t)
+	t.ts.release(t.slot, true, p.obs)
 	t.slot = false
-	t.p.stats.inFlight.Add(-1)
+	p.stats.inFlight.Add(-1)
+	switch s {
+	case SettledFinished:
+		p.stats.finished.Add(1)
+		if p.log.Enabled(context.Background(), slog.LevelDebug) {
+			p.log.Debug("task finished", t.attrs("attempt", t.attempt)...)
+		}
+	case SettledFailure:
+		p.stats.failures.Add(1)
+		p.log.Info("task reported as technical failure", t.attrs("error_code", t.rep.err.ErrorCode,
+			"error_message", t.rep.err.ErrorMessage)...)
+	case SettledBPMNError:
+		p.stats.bpmnErrors.Add(1)
+		if p.log.Enabled(context.Background(), slog.LevelDebug) {
+			p.log.Debug("bpmn error raised", t.attrs("error_code", t.rep.err.ErrorCode)...)
+		}
+	case SettledDropped:
+		p.stats.dropped.Add(1)
+	case SettledReleased:
+		p.stats.released.Add(1)
+		if ev == evDeadline {
+			p.log.Warn("task reached its max processing time; leaving its lock to lapse", t.attrs()...)
+		}
+	}
+	if p.obs != nil {
+		p.obs.TaskSettled(t.ts.name, s, time.Since(t.fetchedAt))
+	}
+	if t.span != nil {
+		t.span.End(s)
+	}
 }
