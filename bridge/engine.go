@@ -62,7 +62,7 @@ type natsTransport struct{ nc *nats.Conn }
 
 func (t natsTransport) NewInbox() string          { return t.nc.NewInbox() }
 func (t natsTransport) Publish(m *nats.Msg) error { return t.nc.PublishMsg(m) }
-func (t natsTransport) MaxPayload() int64          { return t.nc.MaxPayload() }
+func (t natsTransport) MaxPayload() int64         { return t.nc.MaxPayload() }
 
 // OnReconnect listens with a status channel of its own: the connection's
 // reconnect handler belongs to its owner (cmd/bridge).

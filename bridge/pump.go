@@ -40,12 +40,12 @@ const retiredKeys = 4096
 // Pump moves external tasks from the engine to NATS and handler outcomes back.
 // Create it with NewPump, run it with Run; it is safe for concurrent use.
 type Pump struct {
-	eng   Engine
-	tr    transport
-	cfg   Config
-	log   *slog.Logger
-	stats counters
-	inbox string // reply subject prefix, ending in "."
+	eng    Engine
+	tr     transport
+	cfg    Config
+	log    *slog.Logger
+	stats  counters
+	inbox  string // reply subject prefix, ending in "."
 	obs    Observer
 	tracer Tracer
 	lp     lockPolicy
@@ -649,7 +649,6 @@ func (p *Pump) addAttempt(key string, t *task) {
 	p.attempts[key] = t
 	p.mu.Unlock()
 }
-
 
 // drain serves in-flight tasks for up to DrainTimeout, then gives up on the
 // rest: single-try tasks are reported, multi-try tasks left to lapse. The
