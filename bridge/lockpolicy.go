@@ -24,7 +24,7 @@ type lockPolicy struct {
 }
 
 // maxOpenExtends bounds the extend_lock calls open at once for one task.
-const maxOpenExtends = 4
+const maxOpenExtends = 8
 
 // minLockStep is the shortest retry interval and call bound.
 const minLockStep = 50 * time.Millisecond

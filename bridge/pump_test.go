@@ -75,8 +75,16 @@ func startPump(t *testing.T, cfg Config, eng *fakeEngine, bus *fakeBus) *harness
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := startPumpWith(t, p, eng, bus)
+	h.logs = logs
+	return h
+}
+
+// startPumpWith runs p (made with newPump over eng and bus).
+func startPumpWith(t *testing.T, p *Pump, eng *fakeEngine, bus *fakeBus) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, eng: eng, bus: bus, p: p, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	h := &harness{t: t, eng: eng, bus: bus, p: p, logs: &lockedBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- p.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
