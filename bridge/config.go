@@ -280,10 +280,11 @@ func (c Config) fetchMargin() time.Duration {
 	return min(max(c.LongPollTimeout/4, 500*time.Millisecond), 3*time.Second)
 }
 
-// hedgeDelay is how long a fetch may stay open, while the topic has a
-// backlog (the last fetch came back full), before a second fetch starts
-// beside it: with tasks waiting the engine answers at once, so a fetch that
-// takes this long is probably stalled.
+// hedgeDelay is how long a fetch may stay open, while the topic is busy
+// (the last fetch brought tasks), before another fetch starts beside it:
+// with tasks waiting the engine answers at once, so a fetch that takes this
+// long is probably stalled (or the topic went quiet: then two long polls
+// wait side by side until the next one comes back empty).
 func (c Config) hedgeDelay() time.Duration {
 	return min(max(c.LongPollTimeout/10, 100*time.Millisecond), time.Second)
 }

@@ -356,6 +356,10 @@ func (p *Pump) setTopics(ctx context.Context, topics []string) {
 	}
 }
 
+// maxOpenFetches bounds the fetches open at once for one topic: one
+// current and up to two that seem stalled.
+const maxOpenFetches = 3
+
 // fetchSlot is one open fetch_and_lock of a topic and the window slots it
 // asked for (reserved while it is open, unless a hedge took them over).
 type fetchSlot struct {
@@ -374,19 +378,20 @@ type fetchResult struct {
 
 // poll runs the long polls of a topic: it waits for free window slots,
 // fetches at most that many tasks and hands them to startTask. Each fetch is
-// bounded by LongPollTimeout plus a margin. While the topic has a backlog
-// (the last fetch came back full), a fetch open for longer than hedgeDelay is
-// probably stalled: a second one starts beside it with the free slots (the
+// bounded by LongPollTimeout plus a margin. While the topic is busy (the
+// last fetch brought tasks), a fetch open for longer than hedgeDelay is
+// probably stalled: another one starts beside it with the free slots (the
 // first one's tasks, should it still answer, are taken too; the window may
-// then briefly hold up to one fetch more). When ctx ends no fetch starts, but
+// then briefly hold up to one fetch more). At most maxOpenFetches are open
+// per topic, one of them not given up on. When ctx ends no fetch starts, but
 // the open ones are waited for and their tasks delivered: the engine has
 // locked them.
 func (p *Pump) poll(ctx context.Context, ts *topicState) {
 	defer p.pollWG.Done()
 	defer ts.cancel()
-	results := make(chan fetchResult, 2)
+	results := make(chan fetchResult, maxOpenFetches)
 	var open []*fetchSlot
-	backlog := false
+	busy := false // the last fetch brought tasks
 	failures := 0
 	var notBefore time.Time
 	timer := time.NewTimer(time.Hour)
@@ -398,11 +403,17 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 			return
 		}
 		var tick <-chan time.Time
-		if !stopping && (len(open) == 0 || len(open) == 1 && backlog && !open[0].hedged) {
+		var active []*fetchSlot // open fetches not yet given up on
+		for _, fs := range open {
+			if !fs.hedged {
+				active = append(active, fs)
+			}
+		}
+		if !stopping && len(open) < maxOpenFetches && (len(active) == 0 || len(active) == 1 && busy) {
 			at := notBefore
 			var skip *fetchSlot
-			if len(open) == 1 {
-				skip = open[0]
+			if len(active) == 1 {
+				skip = active[0]
 				if h := skip.start.Add(p.cfg.hedgeDelay()); h.After(at) {
 					at = h
 				}
@@ -418,7 +429,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 						skip.hedged = true
 						ts.unreserve(skip)
 						p.stats.hedgedFetches.Add(1)
-						p.log.Debug("fetch open for long while tasks wait; fetching beside it", "topic", ts.name,
+						p.log.Debug("fetch open for long on a busy topic; fetching beside it", "topic", ts.name,
 							"open_for", time.Since(skip.start).Round(time.Millisecond))
 					}
 					fs := &fetchSlot{n: n, start: time.Now()}
@@ -443,7 +454,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 			ts.unreserve(r.fs)
 			if r.err != nil {
 				failures++
-				backlog = false
+				busy = false
 				p.stats.fetchErrors.Add(1)
 				d := backoff(failures, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
 				notBefore = time.Now().Add(d)
@@ -455,7 +466,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 				break
 			}
 			failures = 0
-			backlog = len(r.tasks) >= r.fs.n
+			busy = len(r.tasks) > 0
 			for i := range r.tasks {
 				p.startTask(ts, &r.tasks[i], r.fs.start)
 			}
