@@ -3,10 +3,10 @@
 // request/reply services and the event forwarder live in the sub-packages
 // service and forwarder.
 //
-// It imports events (the wire contract), engine (wire types and error
-// sentinels only, through the consumer-owned interfaces Fetcher, Locker,
-// Reporter and TopicSource, which *engine.Client satisfies), nats.go and the
-// CloudEvents sdk-go event model. It must not import cmd/..., the handler SDK
+// It imports events (the wire contract and the one CloudEvents codec),
+// engine (wire types and error sentinels only, through the consumer-owned
+// interfaces Fetcher, Locker, Reporter and TopicSource, which *engine.Client
+// satisfies) and nats.go (tests also use sdk-go to check spec compliance). It must not import cmd/..., the handler SDK
 // or the engine emulator (tests may use the emulator).
 //
 // # Wiring (cmd/bridge)
@@ -26,15 +26,20 @@
 //
 // # What a task goes through
 //
-// One poller per topic (every deployed topic, re-read each TopicRefresh, or
-// Config.Topics) long-polls fetch_and_lock with maxTasks = the free slots of
-// the topic's window: Window tasks per topic that handlers work on (from
-// fetch until the handler's outcome is in); a full window refills once a
-// quarter of it is free. Tasks whose outcome is still being reported to the
-// engine leave the window but are capped at another Window per topic, so a
-// slow engine stops the fetching too. Engine errors back the poller off
-// exponentially with jitter (RetryBackoff … MaxRetryBackoff). Cancelling
-// Run's context cancels the long polls at once.
+// One poller per topic (every deployed topic, re-read each TopicRefresh and
+// at once after RefreshTopics, or Config.Topics) long-polls fetch_and_lock
+// with maxTasks = the free slots of the topic's window: Window tasks per
+// topic that handlers work on (from fetch until the handler's outcome is
+// in); a full window refills once a quarter of it is free. Tasks whose
+// outcome is still being reported to the engine leave the window but are
+// capped at another Window per topic, so a slow engine stops the fetching
+// too. Each fetch is bounded by LongPollTimeout plus a small margin; on a
+// busy topic (the last fetch brought tasks) a fetch open for more than
+// LongPollTimeout/10 (at most 1 s) is taken as stalled and a second one
+// starts beside it (at most three open per topic; the window may then
+// briefly hold one fetch more). Engine errors back the poller off
+// exponentially with jitter (RetryBackoff … MaxRetryBackoff). Discovered is
+// closed after the first topic discovery (at once with Config.Topics).
 //
 // Each task is published as a CloudEvent on events.TaskSubject(topic): id =
 // external task id (the same on every re-delivery, so handlers de-duplicate),
@@ -43,42 +48,68 @@
 // extensions topic, processinstanceid, processmodelid, correlationid,
 // flownodeinstanceid, lockexpiresat (RFC 3339), singletry and a W3C
 // traceparent (one trace id per task, a new span id per publication). The
-// event is built with sdk-go's event model and encoded by sdk-go's binding
-// writer rules into a nats.Msg (binary mode: "ce-<attr>" headers,
-// datacontenttype as Content-Type, payload as body; structured mode: the
-// sdk's JSON format, Content-Type application/cloudevents+json). We map to
-// headers ourselves rather than use github.com/cloudevents/sdk-go/protocol/nats/v2:
-// its Sender is bound to one subject and publishes without a reply subject,
-// while the pump needs a per-attempt reply subject (below).
+// event is encoded by events.Encode, the one CloudEvents codec of the
+// project (binary mode: "ce-<attr>" headers, datacontenttype as
+// Content-Type, payload as body; structured mode, per topic with
+// ContentModeByTopic: the JSON event format, Content-Type
+// application/cloudevents+json); a test reads the pump's output with
+// sdk-go's binding machinery in both modes. With Config.Tracer, each
+// attempt's traceparent comes from TaskSpan.Publish.
 //
-// The reply subject is "<inbox>.<n>" where <inbox> comes from nc.NewInbox()
-// (so custom inbox prefixes and permissions work) and n is a pump-wide
-// attempt number; all replies arrive on ONE wildcard subscription
-// "<inbox>.>". A reply to an attempt that is no longer current (a retried,
-// cancelled, timed-out or finished task) is recognised and dropped.
+// The reply subject is "<inbox>.<key>": <inbox> is nc.NewInbox() (a nuid
+// with a crypto-random prefix, under the connection's inbox prefix, so
+// custom prefixes and permissions work) plus 8 random characters, and <key>
+// is 128 bits from crypto/rand (rand.Text) per attempt, so a client that saw
+// any number of task events cannot name the reply subject of another. All
+// replies arrive on ONE wildcard subscription "<inbox>.>". A reply to an
+// attempt that is no longer current (a retried, cancelled, timed-out or
+// finished task) is dropped as late; one to a key never issued is counted
+// (PumpStats.UnknownReplies) and dropped.
 //
-// Replies are decoded with events.DecodeReply (body marker "$pe" or header
-// Pe-Outcome): success → finish with the result; BPMN error → error with
+// Replies are decoded with events.DecodeReply (body marker "$pe", matched
+// exactly, or header Pe-Outcome, matched in any case): a body without "$pe"
+// is a success whose result is the body verbatim; BPMN error → error with
 // code, message and details; a failure, a malformed reply (not JSON, over
 // MaxReplyBytes, unknown marker) or no reply within HandlerTimeout → a
 // technical failure: the task is published again after RetryBackoff (or the
 // handler's retryAfterMs), up to MaxAttempts attempts, then reported once
 // with FailureErrorCode (default "TechnicalFailure") and a message naming
 // the cause. Each failure is logged with task_id, topic, ce_id and reason.
+// A task whose event is above the server's max_payload is reported once the
+// same way, with a message naming its size and the limit.
 //
-// Locks are extended by LockDuration at LockDuration − min(5 s, LockDuration/3)
-// after each successful lock call (the official worker's lockDuration − 5 s,
-// but at 2/3 of short locks), until the outcome is reported or
-// MaxProcessingTime (per topic: MaxProcessingTimeByTopic) has passed since
-// the fetch. Failing extensions are retried with backoff, faster while the
-// lock still runs. 409 on extend means the engine closed the task (boundary
-// event, termination): the pump stops, publishes a events.TypeTaskCancelled
-// event (id = task id, extension "reason") on events.CancelSubject(topic) and
-// drops any late reply. 423/404 on extend: the lock is lost (another worker
-// owns the task, or it is gone); dropped with a warning, and the same cancel
-// event (reason "lock lost: ...") tells the handler to stop. At MaxProcessingTime a single-try task is reported with
-// FailureErrorCode; a multi-try task is left to lapse (the engine offers it
-// again).
+// # Life cycle
+//
+// Each task is a state machine (lifecycle.go): states new, awaiting,
+// backoff, reporting, report_wait and done; events deliver, invalid,
+// outcome, failed, no_responders, too_large, reconnected, retry_due,
+// deadline, report_done, report_refused, report_failed, report_due, gone,
+// lock_lost, refetched, abandon and cut_off. transition is the only place a
+// state changes; the table is in its doc comment and TestTransitionTable
+// checks every (state, event) pair, impossible ones are rejected (counted in
+// PumpStats.Rejected and logged). A task the engine hands out again while the
+// pump holds it keeps its running attempt and adopts the new lock (no second
+// publication). After a NATS reconnect every awaited attempt is published
+// again (same ce-id, new key) after one second: replies sent while the
+// connection was down are lost.
+//
+// Locks follow lockPolicy (lockpolicy.go): the first extend_lock of a lock
+// starts when two thirds of it are left; each call is bounded by the time
+// the lock has left; while no call of the cycle succeeded, another starts
+// every LockDuration/10 (up to 8 open), so a stalled or slow call never
+// leaves the lock unattended; extension goes on until the outcome is
+// reported or MaxProcessingTime (per topic: MaxProcessingTimeByTopic) has
+// passed since the fetch. Finish/error calls are bounded by LockDuration/6,
+// doubling per retry up to LockDuration. 409 on extend means the engine
+// closed the task (boundary event, termination): the pump stops, publishes
+// a events.TypeTaskCancelled event (id = task id, extension "reason") on
+// events.CancelSubject(topic) and drops any late reply. 423/404 on extend:
+// the lock is lost (another worker owns the task, or it is gone); dropped
+// with a warning, and the same cancel event (reason "lock lost: ...") tells
+// the handler to stop. At MaxProcessingTime a single-try task is reported
+// with FailureErrorCode; a multi-try task is left to lapse (the engine
+// offers it again). Temporary engine errors in these retry loops are logged
+// at Debug (the engine client logs an outage once).
 //
 // Engine calls are bounded: at most Config.ReportConcurrency finish/error
 // calls are open at once (default 64); further outcomes wait in a FIFO queue
@@ -94,9 +125,8 @@
 // Finish and error calls: 409/423/404 → dropped with a warning (already done,
 // owned by another worker, gone); 5xx, 429 and transport errors → retried with
 // backoff while the lock is still extended; other 4xx → dropped with an
-// error log. Each task is a small state machine (awaiting → backoff →
-// reporting → done); once an outcome call got a definitive answer nothing more
-// is sent for it, so a task is never finished twice by this pump.
+// error log. Once an outcome call got a definitive answer nothing more is
+// sent for it, so a task is never finished twice by this pump.
 //
 // # No responders
 //
@@ -114,12 +144,16 @@
 //
 // # Shutdown
 //
-// When Run's context is cancelled: the long polls are cancelled at once and
-// no more tasks are fetched; locks of in-flight tasks keep being extended and
-// replies handled for up to DrainTimeout (Run returns as soon as none are
-// left); then still-open single-try tasks are reported with FailureErrorCode
-// "pe-bridge: bridge shutting down", multi-try tasks are left to lapse, and
-// one summary line with the counts is logged.
+// When Run's context is cancelled no fetch starts; the fetches that are
+// open are not cut off (the engine may have locked tasks whose answer is on
+// the way) but waited for, at most LongPollTimeout plus its margin, and their
+// tasks are delivered and drained like the others. Locks of in-flight tasks
+// keep being extended and replies handled for up to DrainTimeout (Run
+// returns as soon as none are left); then still-open single-try tasks are
+// reported with FailureErrorCode "pe-bridge: bridge shutting down",
+// multi-try tasks are left to lapse, and the outcomes queued or being
+// reported get up to 10 s more before the engine calls are cut off; one
+// summary line with the counts is logged.
 //
 // Bad input from the engine (a task whose topic cannot be mapped, a payload
 // that is not JSON) is logged with its task_id and reported at once with
@@ -127,13 +161,11 @@
 //
 // # Known limits
 //
-//   - A long poll cancelled at shutdown may have locked tasks whose answer
-//     never arrives; they lapse (a single-try one then fails in the engine).
-//     The window is one HTTP answer wide.
+//   - Stopping waits for the open long poll (up to LongPollTimeout plus its
+//     margin, 12.5 s by default) even when the topic is idle.
 //   - Delivery is at-least-once: a task whose lock lapsed (no responders,
 //     shutdown, lost connection) is offered again with the same CloudEvent id.
-//   - The sdk-go event model trims surrounding white space of id and subject;
-//     the "topic" extension carries the topic unchanged.
+//   - A task id that is blank is not deliverable: it is logged and lapses.
 //   - With Config.Topics empty the pump serves every deployed topic. A topic
 //     nobody listens to on NATS is paused, but each canary still locks one
 //     task for LockDuration: when other (non-NATS) workers serve some topics,
