@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -109,6 +110,8 @@ func newPump(eng Engine, tr transport, cfg Config, logger *slog.Logger) (*Pump, 
 	}
 	cfg = cfg.withDefaults()
 	cfg.Topics = slices.Clone(cfg.Topics)
+	cfg.ContentModeByTopic = maps.Clone(cfg.ContentModeByTopic)
+	cfg.MaxProcessingTimeByTopic = maps.Clone(cfg.MaxProcessingTimeByTopic)
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -391,7 +394,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 	defer ts.cancel()
 	results := make(chan fetchResult, maxOpenFetches)
 	var open []*fetchSlot
-	busy := false // the last fetch brought tasks
+	busy := true // the last fetch brought tasks (at first: a stalled first fetch is hedged too)
 	failures := 0
 	var notBefore time.Time
 	timer := time.NewTimer(time.Hour)
@@ -452,6 +455,12 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 		case r := <-results:
 			open = slices.DeleteFunc(open, func(fs *fetchSlot) bool { return fs == r.fs })
 			ts.unreserve(r.fs)
+			if r.err != nil && r.fs.hedged {
+				// Given up on already: its error says nothing about the fetches since.
+				p.stats.fetchErrors.Add(1)
+				p.log.Debug("fetching tasks (a fetch given up on)", "topic", ts.name, "error", r.err)
+				break
+			}
 			if r.err != nil {
 				failures++
 				busy = false
@@ -466,7 +475,9 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 				break
 			}
 			failures = 0
-			busy = len(r.tasks) > 0
+			if !r.fs.hedged || len(r.tasks) > 0 {
+				busy = len(r.tasks) > 0
+			}
 			for i := range r.tasks {
 				p.startTask(ts, &r.tasks[i], r.fs.start)
 			}

@@ -189,7 +189,7 @@ func TestScenarioStalledTaskCalls(t *testing.T) {
 		if stall > 0 {
 			e.emu.SetFaults(emulator.Faults{StallRate: stall, PathContains: "/external_tasks/", Seed: 11})
 		}
-		_, stop := e.runPump(scenarioConfig("stall-calls"))
+		p, stop := e.runPump(scenarioConfig("stall-calls"))
 		start := time.Now()
 		ids := make([]string, 0, n)
 		for i := range n {
@@ -204,6 +204,7 @@ func TestScenarioStalledTaskCalls(t *testing.T) {
 		took := time.Since(start)
 		e.emu.SetFaults(emulator.Faults{})
 		stop()
+		t.Logf("stall %.2f: took %s; pump %+v; emulator %+v", stall, took, p.Stats(), e.emu.Stats())
 		return took
 	}
 	clean := run(0)

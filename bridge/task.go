@@ -210,6 +210,10 @@ func (t *task) fire(ev lifeEvent, in eventInfo) {
 			}
 		}
 	}
+	if a&actFailure != 0 && ev == evFailed {
+		p.log.Warn("technical failure; retry budget used up, reporting the reserved error",
+			t.attrs("reason", in.cause, "attempt", t.attempt, "error_code", p.cfg.FailureErrorCode)...)
+	}
 	if a&actFailure != 0 {
 		t.rep = report{kind: events.KindFailure, err: engine.ExternalTaskError{
 			ErrorCode: p.cfg.FailureErrorCode, ErrorMessage: t.failureMessage(ev, in.cause),
@@ -237,7 +241,9 @@ func (t *task) fire(ev lifeEvent, in eventInfo) {
 	}
 	if a&actStopLock != 0 {
 		t.keepLock = false
-		t.lockTimer.Stop()
+		if t.lockTimer != nil {
+			t.lockTimer.Stop()
+		}
 	}
 	if a&actAdoptLock != 0 {
 		p.lp.adopt(&t.lock, in.lockStart)
