@@ -769,6 +769,9 @@ func (ts *topicState) slots(threshold int, skip *fetchSlot) (int, time.Duration)
 	}
 	limit := ts.window
 	if ts.probing {
+		if skip != nil {
+			return 0, 0 // one canary at a time: no fetch beside it
+		}
 		limit = 1
 	}
 	reserved := ts.reserved

@@ -990,7 +990,7 @@ func TestPumpBoundsEngineCalls(t *testing.T) {
 		eng.reportGate = gate
 		eng.extendDelay = time.Millisecond
 		cfg := unitConfig()
-		cfg.LockDuration = 30 * time.Second // extended at 10 s; report calls bounded at 5 s (then retried)
+		cfg.LockDuration = 30 * time.Second // extended at 10 s; report calls bounded at 2 s, 4 s, 8 s (then retried)
 		cfg.Window = 1000
 		cfg.ReportConcurrency = 8
 		cfg.ExtendConcurrency = 3
