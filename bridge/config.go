@@ -286,7 +286,7 @@ func (c Config) fetchMargin() time.Duration {
 // long is probably stalled (or the topic went quiet: then two long polls
 // wait side by side until the next one comes back empty).
 func (c Config) hedgeDelay() time.Duration {
-	return min(max(c.LongPollTimeout/10, 100*time.Millisecond), time.Second)
+	return min(max(c.LongPollTimeout/20, 100*time.Millisecond), 500*time.Millisecond)
 }
 
 // fetchThreshold is the number of free window slots a poller waits for

@@ -35,7 +35,7 @@
 // capped at another Window per topic, so a slow engine stops the fetching
 // too. Each fetch is bounded by LongPollTimeout plus a small margin; on a
 // busy topic (the last fetch brought tasks) a fetch open for more than
-// LongPollTimeout/10 (at most 1 s) is taken as stalled and a second one
+// LongPollTimeout/20 (at most 500 ms) is taken as stalled and a second one
 // starts beside it (at most three open per topic; the window may then
 // briefly hold one fetch more). Engine errors back the poller off
 // exponentially with jitter (RetryBackoff … MaxRetryBackoff). Discovered is
