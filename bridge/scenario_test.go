@@ -13,7 +13,6 @@ package bridge
 // before the change.
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -464,4 +463,3 @@ func TestScenarioPlainReplies(t *testing.T) {
 	}
 }
 
-var _ = context.Background
