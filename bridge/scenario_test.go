@@ -13,6 +13,7 @@ package bridge
 // before the change.
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"strconv"
@@ -124,20 +125,34 @@ func (e *compEnv) startN(model string, n int) []string {
 // 35 s handlers: no single-try task may expire.
 func TestScenarioSlowExtendDefaults(t *testing.T) {
 	fullScale(t)
-	const n = 50
+	slowExtendScenario(t, 50, 0, 6*time.Second, 35*time.Second)
+}
+
+// The same in the default suite, scaled down: a 2 s lock, extend_lock
+// answered 0.8 s late (40% of the lock, twice the issue's 20%), 3 s handlers.
+func TestScenarioSlowExtendScaled(t *testing.T) {
+	slowExtendScenario(t, 10, 2*time.Second, 800*time.Millisecond, 3*time.Second)
+}
+
+// slowExtendScenario runs n single-try tasks whose handlers take handler,
+// with every extend_lock answered late; lock 0 = the default.
+func slowExtendScenario(t *testing.T, n int, lock, late, handler time.Duration) {
 	e := newCompEnv(t, serviceModel("slow_extend", "slow-extend", true, ""))
-	var d deliveries
 	e.handle("slow-extend", func(m *nats.Msg) {
-		d.add(m)
-		time.AfterFunc(35*time.Second, func() { _ = m.Respond([]byte(`{"ok":true}`)) })
+		time.AfterFunc(handler, func() { _ = m.Respond([]byte(`{"ok":true}`)) })
 	})
-	e.emu.SetFaults(emulator.Faults{Latency: 6 * time.Second, PathContains: "/extend_lock"})
-	e.runPump(scenarioConfig("slow-extend"))
+	e.emu.SetFaults(emulator.Faults{Latency: late, PathContains: "/extend_lock"})
+	cfg := scenarioConfig("slow-extend")
+	cfg.LockDuration = lock
+	if lock > 0 {
+		cfg.LongPollTimeout = lock / 2 // scaled down too (Run waits for the open long poll)
+	}
+	e.runPump(cfg)
 	ids := e.startN("slow_extend", n)
-	e.waitSettled(90*time.Second, ids)
+	e.waitSettled(handler+time.Minute, ids)
 	c := e.tally(ids)
-	t.Logf("FIGURE 9.3a slow extend_lock (6 s late), 30 s lock, 35 s handlers: %d of %d single-try tasks expired, %d finished, %d technical failures",
-		c.expired, n, c.finished, c.technical)
+	t.Logf("FIGURE 9.3a slow extend_lock (%s late), %s lock, %s handlers: %d of %d single-try tasks expired, %d finished, %d technical failures",
+		late, cmp.Or(lock, DefaultLockDuration), handler, c.expired, n, c.finished, c.technical)
 	if c.expired != 0 || c.finished != n {
 		t.Errorf("tally %+v", c)
 	}
@@ -147,26 +162,39 @@ func TestScenarioSlowExtendDefaults(t *testing.T) {
 // 15 s handlers: no task may expire and none may be handled twice.
 func TestScenarioStalledExtends(t *testing.T) {
 	fullScale(t)
-	const n = 50
+	stalledExtendScenario(t, 50, 10*time.Second, 15*time.Second)
+}
+
+// The same in the default suite, scaled down by 5.
+func TestScenarioStalledExtendsScaled(t *testing.T) {
+	stalledExtendScenario(t, 20, 2*time.Second, 3*time.Second)
+}
+
+// stalledExtendScenario runs n single-try and n multi-try tasks with a
+// quarter of all extend_lock calls stalled.
+func stalledExtendScenario(t *testing.T, n int, lock, handler time.Duration) {
 	e := newCompEnv(t, serviceModel("stall_single", "stall-single", true, ""),
 		serviceModel("stall_multi", "stall-multi", false, ""))
 	var d deliveries
 	for _, topic := range []string{"stall-single", "stall-multi"} {
 		e.handle(topic, func(m *nats.Msg) {
 			d.add(m)
-			time.AfterFunc(15*time.Second, func() { _ = m.Respond([]byte(`{"ok":true}`)) })
+			time.AfterFunc(handler, func() { _ = m.Respond([]byte(`{"ok":true}`)) })
 		})
 	}
 	e.emu.SetFaults(emulator.Faults{StallRate: 0.25, PathContains: "/extend_lock", Seed: 3})
 	cfg := scenarioConfig("stall-single", "stall-multi")
-	cfg.LockDuration = 10 * time.Second
+	cfg.LockDuration = lock
+	if lock < DefaultLockDuration/3 {
+		cfg.LongPollTimeout = lock / 2 // scaled down too (Run waits for the open long poll)
+	}
 	e.runPump(cfg)
 	single, multi := e.startN("stall_single", n), e.startN("stall_multi", n)
-	e.waitSettled(120*time.Second, append(append([]string{}, single...), multi...))
+	e.waitSettled(handler+2*time.Minute, append(append([]string{}, single...), multi...))
 	cs, cm := e.tally(single), e.tally(multi)
 	st := e.emu.Stats()
-	t.Logf("FIGURE 9.3b 25%% of extend_lock stalled, 10 s lock, 15 s handlers: %d of %d single-try expired, %d of %d multi-try handled twice (%d lock lapses), finished %d+%d",
-		cs.expired, n, d.twice(), n, st.TasksUnlocked, cs.finished, cm.finished)
+	t.Logf("FIGURE 9.3b 25%% of extend_lock stalled, %s lock, %s handlers: %d of %d single-try expired, %d of %d multi-try handled twice (%d lock lapses), finished %d+%d",
+		lock, handler, cs.expired, n, d.twice(), n, st.TasksUnlocked, cs.finished, cm.finished)
 	if cs.expired != 0 || d.twice() != 0 || cs.finished != n || cm.finished != n {
 		t.Errorf("single %+v multi %+v twice %d", cs, cm, d.twice())
 	}
@@ -462,4 +490,3 @@ func TestScenarioPlainReplies(t *testing.T) {
 		}
 	}
 }
-
