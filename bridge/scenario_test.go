@@ -321,7 +321,8 @@ func TestScenarioNATSOutageRepublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
-	cfg := scenarioConfig("outage")
+	cfg := scenarioConfig("outage") // default handler timeout (5 min)
+	cfg.LongPollTimeout = time.Second // Run waits for the open long poll
 	e.runPump(cfg)
 	ids := e.startN("outage", n)
 	for range n {
