@@ -22,6 +22,9 @@ type fakeEngine struct {
 	topicErr error
 	fetches  []engine.FetchAndLockRequest
 	fetchErr func(n int) error // n = 1-based fetch number
+	// fetchStall, when it reports true for fetch n, holds that fetch until
+	// ctx ends, without taking tasks (a stalled engine).
+	fetchStall func(n int) bool
 	extends  map[string][]time.Time
 	finishes map[string][]json.RawMessage
 	errs     map[string][]engine.ExternalTaskError
@@ -83,8 +86,12 @@ func (f *fakeEngine) FetchAndLock(ctx context.Context, req engine.FetchAndLockRe
 	f.mu.Lock()
 	f.fetches = append(f.fetches, req)
 	n := len(f.fetches)
-	errf := f.fetchErr
+	errf, stall := f.fetchErr, f.fetchStall
 	f.mu.Unlock()
+	if stall != nil && stall(n) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	if errf != nil {
 		if err := errf(n); err != nil {
 			return nil, err

@@ -243,3 +243,50 @@ func TestPumpOutcomeHeaderAnyCase(t *testing.T) {
 		}
 	})
 }
+
+// A stalled fetch on a busy topic is hedged after hedgeDelay (the topic
+// keeps fetching) and itself given up at LongPollTimeout plus its margin
+// (issue 9 item 4).
+func TestPumpStalledFetchHedgedAndBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := unitConfig()
+		eng, bus := newFakeEngine(), newFakeBus()
+		eng.fetchStall = func(n int) bool { return n == 2 } // the fetch after the first batch
+		h := startPump(t, cfg, eng, bus)
+		eng.add(testTask("f1", "t1", false))
+		bus.reply(h.next(time.Second), `{}`)
+		h.reported(time.Second)
+		eng.add(testTask("f2", "t1", false)) // waits behind the stalled fetch
+		start := time.Now()
+		m := h.next(time.Minute)
+		if d, hedge := time.Since(start), cfg.withDefaults().hedgeDelay(); m.Header.Get("ce-id") != "f2" || d > hedge {
+			t.Fatalf("f2 published after %s (hedge delay %s)", d, hedge)
+		}
+		bus.reply(m, `{}`)
+		h.reported(time.Second)
+		// The stalled fetch ends at its bound, without backing the topic off.
+		// (The long poll after f2 is hedged once as well: f2's fetch made the
+		// topic busy; the hedge only long-polls too, so no more follow.)
+		time.Sleep(cfg.LongPollTimeout + cfg.withDefaults().fetchMargin())
+		synctest.Wait()
+		if s := h.p.Stats(); s.FetchErrors != 1 || s.HedgedFetches != 2 {
+			t.Fatalf("stats %+v", s)
+		}
+		eng.add(testTask("f3", "t1", false))
+		bus.reply(h.next(time.Second), `{}`)
+		h.reported(time.Second)
+	})
+}
+
+// An idle topic keeps one long poll at a time.
+func TestPumpIdleTopicOneLongPoll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := unitConfig()
+		eng, bus := newFakeEngine(), newFakeBus()
+		startPump(t, cfg, eng, bus)
+		time.Sleep(3*cfg.LongPollTimeout - time.Second)
+		if n := len(eng.fetchLog()); n != 3 {
+			t.Fatalf("%d fetches in %s on an idle topic, want 3", n, 3*cfg.LongPollTimeout-time.Second)
+		}
+	})
+}

@@ -394,7 +394,9 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 	defer ts.cancel()
 	results := make(chan fetchResult, maxOpenFetches)
 	var open []*fetchSlot
-	busy := true // the last fetch brought tasks (at first: a stalled first fetch is hedged too)
+	// busy: the last fetch brought tasks. Not at first, so an idle topic
+	// keeps one long poll at a time (performance.md: idle budget).
+	busy := false
 	failures := 0
 	var notBefore time.Time
 	timer := time.NewTimer(time.Hour)
@@ -429,6 +431,9 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 					d = pause
 				case n > 0:
 					if skip != nil {
+						// One hedge per sign of work: if this one only long-polls
+						// too, the topic went quiet.
+						busy = false
 						skip.hedged = true
 						ts.unreserve(skip)
 						p.stats.hedgedFetches.Add(1)
