@@ -29,6 +29,14 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 )
 
+// scenarioSeed is the fault seed: PE_SEED if set, else def.
+func scenarioSeed(def int64) int64 {
+	if v, err := strconv.ParseInt(os.Getenv("PE_SEED"), 10, 64); err == nil {
+		return v
+	}
+	return def
+}
+
 // fullScale skips t unless PE_SCENARIOS=1.
 func fullScale(t *testing.T) {
 	t.Helper()
@@ -182,7 +190,7 @@ func stalledExtendScenario(t *testing.T, n int, lock, handler time.Duration) {
 			time.AfterFunc(handler, func() { _ = m.Respond([]byte(`{"ok":true}`)) })
 		})
 	}
-	e.emu.SetFaults(emulator.Faults{StallRate: 0.25, PathContains: "/extend_lock", Seed: 3})
+	e.emu.SetFaults(emulator.Faults{StallRate: 0.25, PathContains: "/extend_lock", Seed: scenarioSeed(3)})
 	cfg := scenarioConfig("stall-single", "stall-multi")
 	cfg.LockDuration = lock
 	if lock < DefaultLockDuration/3 {
@@ -214,7 +222,7 @@ func TestScenarioStalledTaskCalls(t *testing.T) {
 			e.handle("stall-calls", func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
 		}
 		if stall > 0 {
-			e.emu.SetFaults(emulator.Faults{StallRate: stall, PathContains: "/external_tasks/", Seed: 11})
+			e.emu.SetFaults(emulator.Faults{StallRate: stall, PathContains: "/external_tasks/", Seed: scenarioSeed(11)})
 		}
 		p, stop := e.runPump(scenarioConfig("stall-calls"))
 		start := time.Now()
