@@ -8,9 +8,9 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
-	"time"
 
 	"github.com/pe-bridge/pe-bridge/engine"
 )
