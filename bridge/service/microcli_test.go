@@ -53,7 +53,9 @@ func TestMicroStatsWithNATSCLI(t *testing.T) {
 	startService(t, nc, eng, Config{RequestTimeout: slow}, nil)
 	var wg sync.WaitGroup
 	for range 4 {
-		wg.Go(func() { fails(t, request(t, nc, events.SubjectUserTaskGet, `{"userTaskInstanceId":"u"}`, nil), 504, "") })
+		wg.Go(func() {
+			fails(t, request(t, nc, events.SubjectUserTaskGet, `{"userTaskInstanceId":"u"}`, nil), 504, "")
+		})
 	}
 	for range 3 {
 		ok(t, request(t, nc, events.SubjectProcessTerminate, `{"processInstanceId":"p"}`, nil), nil)
