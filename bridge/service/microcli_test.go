@@ -19,21 +19,26 @@ import (
 )
 
 // natsCLI is the path of the nats CLI (github.com/nats-io/natscli v0.5.0):
-// $PE_NATS_CLI, else nats on $PATH, else $GOPATH/bin/nats, where `make
-// nats-cli` installs it. The test fails, never skips, without it.
+// $PE_NATS_CLI, else $GOPATH/bin/nats (where `make nats-cli` installs it),
+// else nats on $PATH. The test fails, never skips, without it.
 func natsCLI(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("PE_NATS_CLI"); p != "" {
 		return p
 	}
-	if p, err := exec.LookPath("nats"); err == nil {
+	if p := filepath.Join(build.Default.GOPATH, "bin", "nats"); fileExists(p) {
 		return p
 	}
-	p := filepath.Join(build.Default.GOPATH, "bin", "nats")
-	if _, err := os.Stat(p); err != nil {
+	p, err := exec.LookPath("nats")
+	if err != nil {
 		t.Fatalf("the nats CLI is missing: run `make nats-cli` (go install github.com/nats-io/natscli/nats@v0.5.0) or set PE_NATS_CLI: %v", err)
 	}
 	return p
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // TestMicroStatsWithNATSCLI: `nats micro stats pe-bridge` shows the real
