@@ -257,46 +257,55 @@ func TestAttackRogueTaskSubscriber(t *testing.T) {
 	}
 }
 
-// TestAttackHandlerAnswersOtherTopic: the CheckCredit handler, told the
-// reply subject of a SampleExternalTask task (it cannot subscribe to that
-// topic), answers it first: on an open server its forged result wins every
-// time; with secure.conf (allow_responses) its reply is refused and the
-// genuine one finishes every task.
+// TestAttackHandlerAnswersOtherTopic: a handler that learnt (or guessed)
+// the reply subject of a task it did not receive answers it first: the
+// CheckCredit handler on a SampleExternalTask task, and a second
+// SampleExternalTask handler on a task its queue-group peer received. On an
+// open server the forged result wins every time; with secure.conf
+// (allow_responses) the reply is refused and the genuine one finishes
+// every task.
 func TestAttackHandlerAnswersOtherTopic(t *testing.T) {
 	const n = 20
 	for _, secure := range []bool{false, true} {
-		t.Run(fmt.Sprintf("secure=%v", secure), func(t *testing.T) {
-			a := startAttackEnv(t, secure)
-			attacker, errs := a.conn(a.roles.credit)
-			victim, _ := a.conn(a.roles.sample)
-			var refused atomic.Int64
-			if _, err := victim.QueueSubscribe("pe.task.SampleExternalTask", events.DefaultQueueGroup, func(m *nats.Msg) {
-				// The leak: the attacker knows this task's reply subject and answers first.
-				_ = attacker.Publish(m.Reply, []byte(`{"forged":true}`))
-				_ = attacker.Flush()
-				if secure {
-					select {
-					case <-errs:
-						refused.Add(1)
-					case <-time.After(10 * time.Second):
-					}
+		for _, attackerRole := range []string{"other topic", "same topic, other queue member"} {
+			t.Run(fmt.Sprintf("secure=%v/%s", secure, attackerRole), func(t *testing.T) {
+				a := startAttackEnv(t, secure)
+				r := a.roles.credit
+				if attackerRole != "other topic" {
+					r = a.roles.sample
 				}
-				_ = m.Respond([]byte(`{"genuine":true}`))
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if err := victim.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			forged := a.startAll(n)
-			t.Logf("secure=%v: the CheckCredit handler forged %d of %d SampleExternalTask results (%d replies refused)", secure, forged, n, refused.Load())
-			if secure && (forged != 0 || refused.Load() != n) {
-				t.Fatalf("forged %d of %d, %d refused", forged, n, refused.Load())
-			}
-			if !secure && forged != n {
-				t.Fatalf("open server: %d of %d forged", forged, n)
-			}
-		})
+				attacker, errs := a.conn(r)
+				victim, _ := a.conn(a.roles.sample)
+				var refused atomic.Int64
+				if _, err := victim.QueueSubscribe("pe.task.SampleExternalTask", events.DefaultQueueGroup, func(m *nats.Msg) {
+					// The leak: the attacker knows this task's reply subject and answers first.
+					_ = attacker.Publish(m.Reply, []byte(`{"forged":true}`))
+					_ = attacker.Flush()
+					if secure {
+						select {
+						case <-errs:
+							refused.Add(1)
+						case <-time.After(10 * time.Second):
+						}
+					}
+					_ = m.Respond([]byte(`{"genuine":true}`))
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if err := victim.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				forged := a.startAll(n)
+				t.Logf("secure=%v: a handler (%s) forged %d of %d SampleExternalTask results whose reply subject it knew (%d replies refused)",
+					secure, attackerRole, forged, n, refused.Load())
+				if secure && (forged != 0 || refused.Load() != n) {
+					t.Fatalf("forged %d of %d, %d refused", forged, n, refused.Load())
+				}
+				if !secure && forged != n {
+					t.Fatalf("open server: %d of %d forged", forged, n)
+				}
+			})
+		}
 	}
 }
 
@@ -447,4 +456,25 @@ func TestSecureConfNeedsCredentials(t *testing.T) {
 	}
 	_ = nc.Flush()
 	permissionError(t, "pe-bridge on _INBOX.>", errs)
+}
+
+// TestDevWithSecureConf: bridge dev loads the shipped model too, and the
+// roles it grants work end to end: a handler (nkey) serves the sample
+// topic, a client (pe-starter) runs a blocking start through the service.
+func TestDevWithSecureConf(t *testing.T) {
+	roles := newSecureEnv(t)
+	addr := freeAddr(t)
+	p := startBridge(t, append(roles.env, "PE_NATS_PASSWORD="+roles.bridgePass),
+		"dev", "--nats-config", secureConf, "--nats-user", "pe-bridge", "--nats-listen", addr, "--engine-addr", "127.0.0.1:0")
+	p.waitLine("bridge ready", 30*time.Second)
+	a := &attackEnv{t: t, secure: true, url: "nats://" + addr, roles: roles}
+	a.handle()
+	nc, _ := a.conn(roles.starter)
+	msg, err := nc.Request(events.SubjectProcessStart, []byte(`{"processModelId":"hello_world","returnOn":"finished"}`), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(msg.Data), "genuine") {
+		t.Fatalf("start reply %s %v", msg.Data, msg.Header)
+	}
 }
