@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 
 	"github.com/pe-bridge/pe-bridge/engine"
@@ -354,4 +357,30 @@ func TestObserverAndTracer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRunRefusedSubscription: a connection the server does not allow to
+// join the service's queue group fails Run with an error naming the
+// subject, instead of a service that never answers.
+func TestRunRefusedSubscription(t *testing.T) {
+	opts := natstest.DefaultTestOptions
+	opts.Port = -1
+	opts.Users = []*server.User{{Username: "u", Password: "p", Permissions: &server.Permissions{
+		Subscribe: &server.SubjectPermission{Allow: []string{"pe.> other-group", "$SRV.>"}},
+	}}}
+	srv := natstest.RunServer(&opts)
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("u", "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	s, err := New(nc, &fakeEngine{}, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Run(context.Background())
+	if err == nil || !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "subscribing to pe.") {
+		t.Fatalf("Run: %v, want a permissions error naming the subject", err)
+	}
 }

@@ -362,10 +362,9 @@ func (s *Service) Run(ctx context.Context) error {
 		unsubscribeAll(subs)
 		return fmt.Errorf("service: flushing subscriptions: %w", err)
 	}
-	if err := s.nc.LastError(); err != nil {
-		// A subscription refused by the server's permissions shows up here.
+	if err := s.refusedSubscription(subs); err != nil {
 		unsubscribeAll(subs)
-		return fmt.Errorf("service: subscribing: %w", err)
+		return err
 	}
 	close(s.ready)
 	s.log.Info("service running", "service", events.ServiceName, "queue_group", s.cfg.QueueGroup, "endpoints", len(s.endpoints),
@@ -377,6 +376,22 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-s.closeCh:
 	}
 	return s.shutdown(subs)
+}
+
+// refusedSubscription reports a subscription of subs the server refused
+// for lack of permissions: the server says so asynchronously, and Flush
+// has made sure the answer to every subscription arrived.
+func (s *Service) refusedSubscription(subs []*nats.Subscription) error {
+	err := s.nc.LastError()
+	if err == nil || !errors.Is(err, nats.ErrPermissionViolation) {
+		return nil
+	}
+	for _, sub := range subs {
+		if strings.Contains(err.Error(), `"`+sub.Subject+`"`) {
+			return fmt.Errorf("service: subscribing to %s (queue group %q): %w", sub.Subject, sub.Queue, err)
+		}
+	}
+	return nil
 }
 
 func unsubscribeAll(subs []*nats.Subscription) {
