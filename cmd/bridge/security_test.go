@@ -410,14 +410,33 @@ func TestAttackClientWithoutPermission(t *testing.T) {
 				t.Fatalf("open server answered %d of %d", answered, len(cases))
 			}
 			if secure {
-				// What the roles allow still works.
-				nc, _ := a.conn(a.roles.tasklist)
+				// What the roles allow still works: pe-tasklist sees a user task
+				// waiting, lists it, and reads no other event.
+				nc, errs := a.conn(a.roles.tasklist)
+				waiting, err := nc.SubscribeSync(events.EventPrefix + "user_task_waiting")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := nc.SubscribeSync(events.EventPrefix + "process_started"); err != nil {
+					t.Fatal(err)
+				}
+				if err := nc.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				permissionError(t, "pe-tasklist on process_started", errs)
+				if _, err := a.emu.Start(context.Background(), engine.ProcessStartRequest{ProcessModelID: "approval",
+					InitialToken: json.RawMessage(`{"amount":5000}`)}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := waiting.NextMsg(20 * time.Second); err != nil {
+					t.Fatalf("pe-tasklist: no user_task_waiting event: %v", err)
+				}
 				msg, err := nc.Request(events.SubjectUserTaskList, []byte(`{}`), 10*time.Second)
 				if err != nil || msg.Header.Get("Nats-Service-Error-Code") != "" {
 					t.Fatalf("pe-tasklist listing user tasks: %v %v", err, msg)
 				}
 				var l struct{ TotalCount int }
-				if err := json.Unmarshal(msg.Data, &l); err != nil {
+				if err := json.Unmarshal(msg.Data, &l); err != nil || l.TotalCount != 1 {
 					t.Fatalf("list reply %s", msg.Data)
 				}
 				nc, _ = a.conn(a.roles.starter)
