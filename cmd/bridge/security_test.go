@@ -207,7 +207,7 @@ func permissionError(t *testing.T, who string, errs <-chan error) {
 // open server; with secure.conf its subscriptions are refused, it gets 0
 // tasks, and the handler's genuine result finishes every task.
 func TestAttackRogueTaskSubscriber(t *testing.T) {
-	const n = 20
+	const n = 200
 	for _, secure := range []bool{false, true} {
 		t.Run(fmt.Sprintf("secure=%v", secure), func(t *testing.T) {
 			a := startAttackEnv(t, secure)
@@ -265,7 +265,7 @@ func TestAttackRogueTaskSubscriber(t *testing.T) {
 // (allow_responses) the reply is refused and the genuine one finishes
 // every task.
 func TestAttackHandlerAnswersOtherTopic(t *testing.T) {
-	const n = 20
+	const n = 200
 	for _, secure := range []bool{false, true} {
 		for _, attackerRole := range []string{"other topic", "same topic, other queue member"} {
 			t.Run(fmt.Sprintf("secure=%v/%s", secure, attackerRole), func(t *testing.T) {
