@@ -149,7 +149,17 @@ func startEmbeddedNATS(s *config.Settings, logger *slog.Logger) (*natsserver.Ser
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded NATS on %s: %w", s.NATSListen, err)
 	}
+	if s.NATSConfig == "" && !loopback(ns.Addr()) {
+		logger.Warn("embedded NATS listens beyond loopback without --nats-config: every client that reaches it (with the bridge's own user or token, if set) may take tasks, answer them and act on the engine as the bridge; see docs/security.md",
+			"nats_listen", s.NATSListen)
+	}
 	return ns, nil
+}
+
+// loopback reports whether addr is a loopback TCP address.
+func loopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // runBridge connects to NATS and the engine, runs the pump, service and
