@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pe-bridge/pe-bridge/engine"
+	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/events"
 	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
@@ -383,4 +384,32 @@ func TestRunRefusedSubscription(t *testing.T) {
 	if err == nil || !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "subscribing to pe.") {
 		t.Fatalf("Run: %v, want a permissions error naming the subject", err)
 	}
+}
+
+// TestUserTokenRequiredWithEmulator: against the engine emulator, a request
+// without a token ran as the bridge (200) where a read-only user gets 403;
+// with RequireUserToken it is a 401 and the engine never sees it.
+func TestUserTokenRequiredWithEmulator(t *testing.T) {
+	verify := func(tok string) (emulator.Identity, error) {
+		if tok == "reader-token" {
+			return emulator.Identity{UserID: "reader", Scopes: []string{emulator.ScopeRead}}, nil
+		}
+		return emulator.Identity{}, errors.New("unknown token")
+	}
+	reader := nats.Header{HeaderUserToken: {"reader-token"}}
+	start := `{"processModelId":"hello_world"}`
+	open := newEnv(t, emulator.Config{Verify: verify}, Config{})
+	ok(t, request(t, open.nc, events.SubjectProcessStart, start, nil), nil) // the bridge's identity
+	fails(t, request(t, open.nc, events.SubjectProcessStart, start, reader), 403, "")
+
+	e := newEnv(t, emulator.Config{Verify: verify}, Config{RequireUserToken: Groups})
+	before := e.emu.Stats()
+	fails(t, request(t, e.nc, events.SubjectProcessStart, start, nil), 401, HeaderUserToken)
+	fails(t, request(t, e.nc, events.SubjectUserTaskList, `{}`, nil), 401, HeaderUserToken)
+	fails(t, request(t, e.nc, events.SubjectProcessStart, start, nats.Header{HeaderUserToken: {"   "}}), 401, HeaderUserToken)
+	if after := e.emu.Stats(); after.InstancesStarted != before.InstancesStarted {
+		t.Fatalf("instances started without a token: %d", after.InstancesStarted-before.InstancesStarted)
+	}
+	fails(t, request(t, e.nc, events.SubjectProcessStart, start, reader), 403, "")
+	ok(t, request(t, e.nc, events.SubjectUserTaskList, `{}`, reader), nil)
 }
