@@ -87,8 +87,20 @@
 // "Authorization: Bearer <token>" or "Pe-User-Token: <token>" (the latter
 // wins). The engine calls of that request then use it instead of the
 // bridge's own token (engine.WithToken), so the engine applies the user's
-// claims and lanes. Tokens are never logged or echoed. A malformed
-// Authorization header gets 401.
+// claims and lanes. A header that is present but blank, repeated with
+// different values or not an RFC 6750 token68 is a 401 naming the header:
+// never a fallback to the bridge's identity. Config.RequireUserToken lists
+// the endpoint groups (GroupProcess, GroupUserTask, GroupTrigger) whose
+// requests get 401 without a token. Tokens are never logged or echoed.
+//
+// # Ids and bodies
+//
+// Ids that become engine URL path segments (processModelId of a start,
+// processInstanceId, userTaskInstanceId, the trigger name) must not be
+// empty, "." or "..", hold '/', '\' or control characters, or exceed 256
+// bytes; other ids are refused for control characters and length; a member
+// that appears twice in one object anywhere in the body is refused. Each is
+// a 400 naming the member, before any engine call.
 //
 // # Errors
 //
@@ -103,28 +115,39 @@
 // "bpmnError":{"name","code","message",...} as the engine sent it.
 //
 //	code  when
-//	400   request not JSON or not an object, missing/mistyped/unknown member, unknown
+//	400   request not JSON or not an object, missing/mistyped/unknown/duplicate member,
+//	      an id that is not path-safe, unknown
 //	      returnOn/state, bad timeout, negative offset/limit; engine 400, 422 and other 4xx
-//	401   engine 401 (token missing/expired/invalid); malformed Authorization header
+//	401   engine 401 (token missing/expired/invalid); blank or malformed Pe-User-Token or
+//	      Authorization header; no token where Config.RequireUserToken asks for one
 //	403   engine 403 (claim or lane missing)
 //	404   engine 404 (unknown process model, instance, user task); get of an unknown id
 //	409   engine 409/410/423 (task already finished, not suspended, reserved by another)
 //	413   request body larger than Config.MaxRequestBytes (default 1 MiB)
 //	422   blocking start whose instance ended in an error (engine error with bpmnError)
 //	500   anything else, including a panic while handling the request
-//	503   engine 5xx/429 or unreachable; bridge at Config.MaxInFlight; bridge stopping
+//	503   engine 5xx/429 or unreachable; bridge stopping; bridge at Config.MaxInFlight or,
+//	      for blocking starts, Config.MaxBlockingStarts: then with header Retry-After
+//	      (seconds) and "retryAfterMs" in the body
 //	504   the request's timeout ran out (blocking start not done in time: the instance
 //	      keeps running); engine 504
 //
-// # Concurrency and timeouts
+// # Concurrency, timeouts and stats
 //
-// micro calls a handler one request at a time per endpoint, so every request
-// is handled in its own goroutine (at most Config.MaxInFlight at once, beyond
-// that 503) and answered on its reply subject directly. Slow calls therefore
-// never hold up other requests; thousands of blocking starts can wait at
-// once. Each request runs under Config.RequestTimeout, blocking starts under
+// NATS calls a subscription's handler one message at a time, so every
+// request is handled in its own goroutine and answered on its reply subject
+// directly: slow calls never hold up other requests. Blocking starts (at
+// most Config.MaxBlockingStarts at once) and all other requests (at most
+// Config.MaxInFlight) have separate limits, so a flood of blocking starts
+// cannot starve list/get/finish; beyond a limit a request gets 503 at once.
+// Each request runs under Config.RequestTimeout, blocking starts under
 // their own timeout. Requesters must wait at least as long (`nats req
-// --timeout 70s` for a default blocking start). Because replies bypass
-// micro's Respond, micro's own error counters in $SRV.STATS stay 0; each
-// endpoint's stats "data" carries {"inFlight","errors","lastError"}.
+// --timeout 70s` for a default blocking start).
+//
+// The service speaks the micro protocol ($SRV.PING, $SRV.INFO, $SRV.STATS)
+// itself with micro's types, because micro.AddService would time each
+// request by its handler's return (microseconds here) and count no errors:
+// $SRV.STATS shows the real requests, error replies and processing time
+// (arrival to reply sent); each endpoint's "data" is {"inFlight":n}.
+// Config.Observer and Config.Tracer see every answered request.
 package service

@@ -13,7 +13,7 @@ import (
 // Error codes of service replies. They reuse HTTP status numbers.
 const (
 	CodeBadRequest      = 400 // malformed request: not JSON, missing/mistyped/unknown field
-	CodeUnauthorized    = 401 // the engine rejected the (user's) token
+	CodeUnauthorized    = 401 // no, a malformed or a rejected end-user token
 	CodeForbidden       = 403 // the token lacks a claim (scope, lane)
 	CodeNotFound        = 404 // unknown process model, instance or user task
 	CodeConflict        = 409 // the user task / instance is no longer in a state that allows this
@@ -46,6 +46,9 @@ type Error struct {
 	CorrelationID     string `json:"correlationId,omitempty"`
 	// BPMNError is set when a blocking start's instance ended in a BPMN error.
 	BPMNError json.RawMessage `json:"bpmnError,omitempty"`
+	// RetryAfterMs is set on a 503 of a busy bridge: try again after this
+	// many milliseconds (also as header Retry-After, in whole seconds).
+	RetryAfterMs int64 `json:"retryAfterMs,omitempty"`
 }
 
 func (e *Error) Error() string {

@@ -2,6 +2,7 @@ package service
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,14 +101,21 @@ func FuzzOtherRequests(f *testing.F) {
 		``, `{}`, `{"processInstanceId":"p"}`, `{"userTaskInstanceId":"u","actualOwnerId":"o"}`,
 		`{"name":"n","payload":{"a":1},"processInstanceId":"p"}`, `{"state":"running","offset":1,"limit":2}`,
 		`{"name":"n","payload":null}`, `null`, `{"name":"\u0000"}`,
+		`{"processInstanceId":".."}`, `{"userTaskInstanceId":"a/b"}`, `{"name":"n","name":"m"}`,
+		`{"name":"n","payload":{"a":[{"b":1,"b":2}]}}`, `{"userTaskInstanceId":"u\u0085"}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if _, dup := duplicateKey(data); dup && json.Valid(data) {
+			if _, e := decodeProcessQuery(data); e == nil {
+				t.Fatalf("%q: duplicate member accepted", data)
+			}
+		}
 		if r, e := decodeProcessRef(data); e != nil {
 			checkErr(t, data, e)
-		} else if r.ProcessInstanceID == "" {
-			t.Fatalf("%q: empty processInstanceId accepted", data)
+		} else if !pathSafe(r.ProcessInstanceID) {
+			t.Fatalf("%q: processInstanceId %q accepted", data, r.ProcessInstanceID)
 		}
 		if r, e := decodeProcessQuery(data); e != nil {
 			checkErr(t, data, e)
@@ -116,8 +124,8 @@ func FuzzOtherRequests(f *testing.F) {
 		}
 		if r, e := decodeUserTaskRef(data); e != nil {
 			checkErr(t, data, e)
-		} else if r.UserTaskInstanceID == "" {
-			t.Fatalf("%q: empty userTaskInstanceId accepted", data)
+		} else if !pathSafe(r.UserTaskInstanceID) {
+			t.Fatalf("%q: userTaskInstanceId %q accepted", data, r.UserTaskInstanceID)
 		}
 		if r, e := decodeReserve(data); e != nil {
 			checkErr(t, data, e)
@@ -126,10 +134,23 @@ func FuzzOtherRequests(f *testing.F) {
 		}
 		if r, e := decodeTrigger(data); e != nil {
 			checkErr(t, data, e)
-		} else if r.Name == "" || (r.Payload != nil && !json.Valid(r.Payload)) {
+		} else if !pathSafe(r.Name) || (r.Payload != nil && !json.Valid(r.Payload)) {
 			t.Fatalf("%q: trigger %+v accepted", data, r)
 		}
 	})
+}
+
+// pathSafe is what an accepted path-segment id must be.
+func pathSafe(id string) bool {
+	if id == "" || id == "." || id == ".." || len(id) > maxIDBytes || strings.ContainsAny(id, "/\\") {
+		return false
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestDecodeErrorsNameFields(t *testing.T) {

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pe-bridge/pe-bridge/engine"
 )
@@ -158,7 +161,82 @@ func decode(data []byte, v any) *Error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest("", "request is not valid JSON: data after the object")
 	}
+	if path, dup := duplicateKey(trimmed); dup {
+		return badRequest(path, "member %q appears more than once", truncate(path, 128))
+	}
 	return nil
+}
+
+// duplicateKey finds the first object member, at any depth, whose name
+// appears twice in its object (encoding/json silently keeps the last one,
+// so a check that reads the first would be fooled). data is valid JSON.
+// The path names the member with dots, array elements as [i].
+func duplicateKey(data []byte) (string, bool) {
+	var stack []*jsonFrame
+	// value marks the start of a value in the innermost container.
+	value := func() {
+		if len(stack) == 0 {
+			return
+		}
+		top := stack[len(stack)-1]
+		if top.object {
+			top.wantKey = true
+		} else {
+			top.name = "[" + strconv.Itoa(top.index) + "]"
+			top.index++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		if len(stack) > 0 {
+			if top := stack[len(stack)-1]; top.object && top.wantKey {
+				if k, ok := tok.(string); ok {
+					top.name, top.wantKey = k, false
+					if top.keys[k] {
+						return jsonPath(stack), true
+					}
+					top.keys[k] = true
+					continue
+				}
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			value()
+			stack = append(stack, &jsonFrame{object: true, wantKey: true, keys: map[string]bool{}})
+		case json.Delim('['):
+			value()
+			stack = append(stack, &jsonFrame{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		default:
+			value()
+		}
+	}
+}
+
+type jsonFrame struct {
+	object  bool
+	wantKey bool            // object: the next token is a member name
+	keys    map[string]bool // object: names seen
+	name    string          // the current member's name or element's [i]
+	index   int             // array: elements seen
+}
+
+func jsonPath(stack []*jsonFrame) string {
+	var b strings.Builder
+	for _, f := range stack {
+		if f.object && b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(f.name)
+	}
+	return b.String()
 }
 
 func decodeError(err error) *Error {
@@ -196,6 +274,74 @@ func typeName(kind string) string {
 		return "an object"
 	}
 	return "of another type"
+}
+
+// maxIDBytes bounds every id in a request.
+const maxIDBytes = 256
+
+// pathID checks a required id that becomes a path segment of an engine URL
+// (url.PathEscape keeps "." and ".."): not empty, not "." or "..", no '/' or
+// '\\', and what idChars checks.
+func pathID(field, v string) *Error {
+	switch {
+	case v == "":
+		return badRequest(field, "%s is required", field)
+	case v == "." || v == "..":
+		return badRequest(field, "%s must not be %q", field, v)
+	case strings.ContainsAny(v, "/\\"):
+		return badRequest(field, "%s must not contain '/' or '\\'", field)
+	}
+	return idChars(field, v)
+}
+
+// optionalID checks an id that may be absent: when given, what idChars
+// checks.
+func optionalID(field, v string) *Error {
+	if v == "" {
+		return nil
+	}
+	return idChars(field, v)
+}
+
+// idChars refuses ids longer than maxIDBytes, invalid UTF-8 and control
+// characters.
+func idChars(field, v string) *Error {
+	if len(v) > maxIDBytes {
+		return badRequest(field, "%s is longer than %d bytes", field, maxIDBytes)
+	}
+	if !utf8.ValidString(v) {
+		return badRequest(field, "%s is not valid UTF-8", field)
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) {
+			return badRequest(field, "%s must not contain control characters", field)
+		}
+	}
+	return nil
+}
+
+// ids runs checks in order and returns the first error.
+func ids(checks ...*Error) *Error {
+	for _, e := range checks {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// isBlockingStart reports whether a pe.process.start body asks for a
+// blocking start (returnOn finished or end_event). Malformed bodies are not
+// blocking; the endpoint refuses them.
+func isBlockingStart(data []byte) bool {
+	var r struct {
+		ReturnOn json.RawMessage `json:"returnOn"`
+	}
+	if json.Unmarshal(data, &r) != nil {
+		return false
+	}
+	ro, e := parseReturnOn(r.ReturnOn)
+	return e == nil && ro != engine.ReturnOnCreated
 }
 
 func required(field, value string) *Error {
@@ -237,7 +383,8 @@ func decodeStart(data []byte, maxTimeout time.Duration) (startCall, *Error) {
 	if e := decode(data, &r); e != nil {
 		return startCall{}, e
 	}
-	if e := required("processModelId", r.ProcessModelID); e != nil {
+	if e := ids(pathID("processModelId", r.ProcessModelID), optionalID("startEventId", r.StartEventID),
+		optionalID("correlationId", r.CorrelationID), optionalID("endEventId", r.EndEventID)); e != nil {
 		return startCall{}, e
 	}
 	ro, e := parseReturnOn(r.ReturnOn)
@@ -353,12 +500,16 @@ func decodeProcessRef(data []byte) (ProcessInstanceRef, *Error) {
 	if e := decode(data, &r); e != nil {
 		return r, e
 	}
-	return r, required("processInstanceId", r.ProcessInstanceID)
+	return r, pathID("processInstanceId", r.ProcessInstanceID)
 }
 
 func decodeProcessQuery(data []byte) (ProcessQueryRequest, *Error) {
 	var r ProcessQueryRequest
 	if e := decode(data, &r); e != nil {
+		return r, e
+	}
+	if e := ids(optionalID("processModelId", r.ProcessModelID), optionalID("processInstanceId", r.ProcessInstanceID),
+		optionalID("correlationId", r.CorrelationID)); e != nil {
 		return r, e
 	}
 	if r.State != "" && !processStates[r.State] {
@@ -370,6 +521,11 @@ func decodeProcessQuery(data []byte) (ProcessQueryRequest, *Error) {
 func decodeUserTaskList(data []byte) (UserTaskListRequest, *Error) {
 	var r UserTaskListRequest
 	if e := decode(data, &r); e != nil {
+		return r, e
+	}
+	if e := ids(optionalID("processModelId", r.ProcessModelID), optionalID("processInstanceId", r.ProcessInstanceID),
+		optionalID("correlationId", r.CorrelationID), optionalID("flowNodeId", r.FlowNodeID),
+		optionalID("actualOwnerId", r.ActualOwnerID)); e != nil {
 		return r, e
 	}
 	if r.State == "" {
@@ -386,7 +542,7 @@ func decodeUserTaskRef(data []byte) (UserTaskRef, *Error) {
 	if e := decode(data, &r); e != nil {
 		return r, e
 	}
-	return r, required("userTaskInstanceId", r.UserTaskInstanceID)
+	return r, pathID("userTaskInstanceId", r.UserTaskInstanceID)
 }
 
 func decodeReserve(data []byte) (ReserveRequest, *Error) {
@@ -394,10 +550,13 @@ func decodeReserve(data []byte) (ReserveRequest, *Error) {
 	if e := decode(data, &r); e != nil {
 		return r, e
 	}
-	if e := required("userTaskInstanceId", r.UserTaskInstanceID); e != nil {
+	if e := pathID("userTaskInstanceId", r.UserTaskInstanceID); e != nil {
 		return r, e
 	}
-	return r, required("actualOwnerId", r.ActualOwnerID)
+	if e := required("actualOwnerId", r.ActualOwnerID); e != nil {
+		return r, e
+	}
+	return r, idChars("actualOwnerId", r.ActualOwnerID)
 }
 
 func decodeFinish(data []byte) (FinishRequest, *Error) {
@@ -405,7 +564,7 @@ func decodeFinish(data []byte) (FinishRequest, *Error) {
 	if e := decode(data, &r); e != nil {
 		return r, e
 	}
-	if e := required("userTaskInstanceId", r.UserTaskInstanceID); e != nil {
+	if e := pathID("userTaskInstanceId", r.UserTaskInstanceID); e != nil {
 		return r, e
 	}
 	if isNull(r.Result) {
@@ -426,5 +585,5 @@ func decodeTrigger(data []byte) (TriggerRequest, *Error) {
 	if isNull(r.Payload) {
 		r.Payload = nil
 	}
-	return r, required("name", r.Name)
+	return r, ids(pathID("name", r.Name), optionalID("processInstanceId", r.ProcessInstanceID))
 }

@@ -79,12 +79,8 @@ func TestInfoPingStats(t *testing.T) {
 		if ep.Subject != events.SubjectUserTaskGet {
 			continue
 		}
-		var d struct {
-			Errors    int64  `json:"errors"`
-			LastError string `json:"lastError"`
-		}
-		if err := json.Unmarshal(ep.Data, &d); err != nil || d.Errors != 1 || !strings.HasPrefix(d.LastError, "400 ") {
-			t.Fatalf("stats data %s (%v)", ep.Data, err)
+		if ep.NumRequests != 1 || ep.NumErrors != 1 || !strings.HasPrefix(ep.LastError, "400 ") || ep.ProcessingTime <= 0 {
+			t.Fatalf("stats %+v", ep)
 		}
 		return
 	}
@@ -553,7 +549,7 @@ func TestBusyAndShutdown(t *testing.T) {
 			return engine.ProcessStartResponse{}, ctx.Err()
 		},
 	}
-	s, err := New(nc, eng, Config{MaxInFlight: 1, ShutdownGrace: 20 * time.Millisecond}, nil)
+	s, err := New(nc, eng, Config{MaxBlockingStarts: 1, MaxInFlight: 1, ShutdownGrace: 20 * time.Millisecond}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,11 +564,18 @@ func TestBusyAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(events.SubjectProcessStart, inbox, []byte(`{"processModelId":"m","returnOn":"finished","timeout":"5m"}`)); err != nil {
+	const blocking = `{"processModelId":"m","returnOn":"finished","timeout":"5m"}`
+	if err := nc.PublishRequest(events.SubjectProcessStart, inbox, []byte(blocking)); err != nil {
 		t.Fatal(err)
 	}
 	<-entered
-	fails(t, request(t, nc, events.SubjectUserTaskList, `{}`, nil), 503, "")
+	// The blocking starts' limit is full: another one gets 503 with a hint...
+	busy := request(t, nc, events.SubjectProcessStart, blocking, nil)
+	if e := fails(t, busy, 503, ""); e.RetryAfterMs != DefaultBusyRetryAfter.Milliseconds() || busy.Header.Get(HeaderRetryAfter) != "1" {
+		t.Fatalf("busy reply without retry hint: %+v, Retry-After %q", e, busy.Header.Get(HeaderRetryAfter))
+	}
+	// ...while the other requests have their own limit.
+	ok(t, request(t, nc, events.SubjectUserTaskList, `{}`, nil), nil)
 
 	s.Close()
 	if err := <-errc; err != nil {
@@ -588,7 +591,8 @@ func TestBusyAndShutdown(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []Config{
 		{RequestTimeout: -1}, {StartTimeout: -1}, {MaxStartTimeout: -1}, {ShutdownGrace: -1},
-		{MaxRequestBytes: -1}, {MaxInFlight: -1}, {StartTimeout: time.Hour, MaxStartTimeout: time.Minute},
+		{MaxRequestBytes: -1}, {MaxInFlight: -1}, {MaxBlockingStarts: -1}, {BusyRetryAfter: -1},
+		{StartTimeout: time.Hour, MaxStartTimeout: time.Minute}, {RequireUserToken: []string{"everything"}},
 	} {
 		if c.Validate() == nil {
 			t.Errorf("%+v: want error", c)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pe-bridge/pe-bridge/bridge"
 	"github.com/pe-bridge/pe-bridge/bridge/forwarder"
+	"github.com/pe-bridge/pe-bridge/bridge/service"
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/internal/config"
@@ -112,6 +113,9 @@ func TestFlagDefaultsMatchParts(t *testing.T) {
 	eq("report-concurrency", config.DefaultReportConcurrency, bridge.DefaultReportConcurrency)
 	eq("extend-concurrency", config.DefaultExtendConcurrency, bridge.DefaultExtendConcurrency)
 	eq("events", strings.Join(config.DefaultEvents, ","), strings.Join(forwarder.DefaultEvents, ","))
+	eq("max-in-flight", config.DefaultMaxInFlight, service.DefaultMaxInFlight)
+	eq("max-blocking-starts", config.DefaultMaxBlockingStarts, service.DefaultMaxBlockingStarts)
+	eq("require-user-token groups", strings.Join(config.UserTokenGroups, ","), strings.Join(service.Groups, ","))
 }
 
 func TestEmulatorFaultFlags(t *testing.T) {

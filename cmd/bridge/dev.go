@@ -45,6 +45,9 @@ func cmdDev(ctx context.Context, stop func(), args []string, stdout, stderr io.W
 	if s.Demo && s.NoService {
 		return &config.FlagError{Flag: "no-service", Msg: "--demo starts processes through the service"}
 	}
+	if s.Demo && s.NATSConfig != "" {
+		return &config.FlagError{Flag: "nats-config", Msg: "--demo runs its sample handler with the bridge's own NATS user, which a permission model does not let take tasks"}
+	}
 	if s.Demo && s.NoEvents {
 		return &config.FlagError{Flag: "no-events", Msg: "--demo observes the round trip through the forwarded events"}
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +19,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/examples/models"
 	"github.com/pe-bridge/pe-bridge/internal/natsserver"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 // binary is the bridge binary TestMain builds once for the package run.
@@ -240,21 +240,7 @@ func testNATS(t *testing.T) *natsserver.Server {
 // eventually polls f until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("not within %s: %v", timeout, err)
-		case <-tick.C:
-		}
-	}
+	testutil.Eventually(t, timeout, f)
 }
 
 func newHTTPServer(t *testing.T, h http.Handler) string {

@@ -92,7 +92,8 @@ func setGCPercent() string {
 }
 
 // startPprof serves net/http/pprof on addr with a mux and server of its own
-// (never http.DefaultServeMux) until the returned stop is called.
+// (never http.DefaultServeMux) until the returned stop is called. The
+// command line is not served (redactedCmdline).
 func startPprof(addr string, stdout io.Writer, logger *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -100,7 +101,7 @@ func startPprof(addr string, stdout io.Writer, logger *slog.Logger) (stop func()
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/cmdline", redactedCmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
@@ -119,19 +120,46 @@ func startPprof(addr string, stdout io.Writer, logger *slog.Logger) (stop func()
 	}, nil
 }
 
+// redactedCmdline replaces pprof.Cmdline, which serves the command line in
+// clear (--client-secret, --nats-password, --nats-token with it): only the
+// program name is served, in pprof's format (arguments NUL-separated).
+func redactedCmdline(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	name := "bridge"
+	if len(os.Args) > 0 {
+		name = os.Args[0]
+	}
+	fmt.Fprintf(w, "%s\x00[arguments not shown: they may hold secrets]", name)
+}
+
 func startEmbeddedNATS(s *config.Settings, logger *slog.Logger) (*natsserver.Server, error) {
-	ns, err := natsserver.Start(natsserver.Config{
-		Listen:   s.NATSListen,
-		StoreDir: s.NATSStoreDir,
-		User:     s.NATSUser,
-		Password: s.NATSPassword,
-		Token:    s.NATSToken,
-		Logger:   logger,
-	})
+	cfg := natsserver.Config{
+		Listen:     s.NATSListen,
+		StoreDir:   s.NATSStoreDir,
+		ConfigFile: s.NATSConfig,
+		Logger:     logger,
+	}
+	if s.NATSConfig == "" {
+		// Without a config file the bridge's credentials are the server's
+		// only user; with one, they are just the bridge's own.
+		cfg.User, cfg.Password, cfg.Token = s.NATSUser, s.NATSPassword, s.NATSToken
+	}
+	ns, err := natsserver.Start(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded NATS on %s: %w", s.NATSListen, err)
 	}
+	if s.NATSConfig == "" && !loopback(ns.Addr()) {
+		logger.Warn("embedded NATS listens beyond loopback without --nats-config: every client that reaches it (with the bridge's own user or token, if set) may take tasks, answer them and act on the engine as the bridge; see docs/security.md",
+			"nats_listen", s.NATSListen)
+	}
 	return ns, nil
+}
+
+// loopback reports whether addr is a loopback TCP address.
+func loopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // runBridge connects to NATS and the engine, runs the pump, service and

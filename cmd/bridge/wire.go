@@ -63,8 +63,15 @@ func idleConnsPerHost(s *config.Settings) int {
 
 // natsOptions are the connection options of the bridge's NATS connection.
 func natsOptions(s *config.Settings, name string, logger *slog.Logger) ([]nats.Option, error) {
+	prefix := s.NATSInboxPrefix
+	if prefix == "" {
+		prefix = config.DefaultInboxPrefix
+	}
 	opts := []nats.Option{
 		nats.Name(name),
+		// Replies to the bridge (task outcomes) arrive under this prefix
+		// only, which a permission can keep to the bridge (docs/security.md).
+		nats.CustomInboxPrefix(prefix),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(64 << 20),
@@ -154,7 +161,7 @@ func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, event
 		return nil, fmt.Errorf("creating task pump: %w", err)
 	}
 	if !s.NoService {
-		if p.svc, err = service.New(nc, eng, service.Config{Version: serviceVersion()}, logger.With("component", "service")); err != nil {
+		if p.svc, err = service.New(nc, eng, serviceConfig(s), logger.With("component", "service")); err != nil {
 			return nil, fmt.Errorf("creating service: %w", err)
 		}
 	}
@@ -164,6 +171,16 @@ func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, event
 		}
 	}
 	return &p, nil
+}
+
+// serviceConfig maps the settings to the service's config.
+func serviceConfig(s *config.Settings) service.Config {
+	return service.Config{
+		Version:           serviceVersion(),
+		MaxInFlight:       s.MaxInFlight,
+		MaxBlockingStarts: s.MaxBlockingStarts,
+		RequireUserToken:  s.UserTokenGroups(),
+	}
 }
 
 // start runs every part in g until ctx is done.

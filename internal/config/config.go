@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,7 +27,21 @@ const (
 	DefaultNATSListen = "127.0.0.1:4222"
 	DefaultScopes     = "engine_etw engine_read engine_write"
 	DefaultEngineAddr = "127.0.0.1:8000"
+	// DefaultInboxPrefix is the inbox prefix of the bridge's NATS
+	// connection, so a permission "_INBOX_pebridge.>" can keep its task
+	// replies to itself (deploy/nats/secure.conf).
+	DefaultInboxPrefix = "_INBOX_pebridge"
 )
+
+// Service defaults, equal to the service package's zero-value defaults (a
+// test in cmd/bridge keeps them in step).
+const (
+	DefaultMaxInFlight       = 1000
+	DefaultMaxBlockingStarts = 1000
+)
+
+// UserTokenGroups are the values of --require-user-token besides "all".
+var UserTokenGroups = []string{"process", "usertask", "trigger"}
 
 // Pump defaults, equal to the bridge package's zero-value defaults (a test
 // in cmd/bridge keeps them in step).
@@ -88,9 +103,12 @@ type Settings struct {
 	NATSTLSCA    string
 	NATSTLSCert  string
 	NATSTLSKey   string
+	// NATSInboxPrefix is the bridge connection's inbox prefix.
+	NATSInboxPrefix string
 	// Embedded NATS (when NATSURL is empty)
 	NATSListen   string
 	NATSStoreDir string
+	NATSConfig   string // nats-server config file of the embedded server
 
 	// Pump
 	Topics            List
@@ -108,9 +126,12 @@ type Settings struct {
 	ExtendConcurrency int
 
 	// Service and events
-	Events    List
-	NoService bool
-	NoEvents  bool
+	Events            List
+	NoService         bool
+	NoEvents          bool
+	RequireUserToken  List
+	MaxInFlight       int
+	MaxBlockingStarts int
 
 	// Diagnostics (bridge run only)
 	PprofAddr string
@@ -197,6 +218,7 @@ func (s *Settings) RegisterNATSClient(fs *flag.FlagSet) {
 	fs.StringVar(&s.NATSTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")
 	fs.StringVar(&s.NATSTLSCert, "nats-tls-cert", "", "client certificate file for NATS mutual TLS")
 	fs.StringVar(&s.NATSTLSKey, "nats-tls-key", "", "client key file for NATS mutual TLS")
+	fs.StringVar(&s.NATSInboxPrefix, "nats-inbox-prefix", DefaultInboxPrefix, "inbox prefix of the bridge's NATS connection (its task replies arrive under <prefix>.>); grant the bridge alone subscribe on \"<prefix>.>\" (docs/security.md)")
 }
 
 // RegisterNATSEmbedded adds the embedded server flags and --nats-user and
@@ -207,6 +229,7 @@ func (s *Settings) RegisterNATSEmbedded(fs *flag.FlagSet) {
 	fs.StringVar(&s.NATSStoreDir, "nats-store-dir", "", "JetStream store directory of the embedded nats-server; empty: a temporary directory removed on exit")
 	fs.StringVar(&s.NATSUser, "nats-user", "", "NATS user name (with --nats-password); the embedded server then requires it")
 	fs.StringVar(&s.NATSPassword, "nats-password", "", "NATS password")
+	fs.StringVar(&s.NATSConfig, "nats-config", "", "nats-server config `file` for the embedded server (authorization, accounts, TLS), e.g. deploy/nats/secure.conf; --nats-listen and --nats-store-dir still apply, --nats-user/--nats-password/--nats-token are then only the bridge's own credentials")
 }
 
 // RegisterPump adds the task pump flags.
@@ -240,6 +263,22 @@ func (s *Settings) RegisterBridge(fs *flag.FlagSet) {
 	fs.Var(&s.Events, "events", "engine notifications forwarded on pe.event.<name>, a comma-separated `list` (default "+strings.Join(DefaultEvents, ",")+")")
 	fs.BoolVar(&s.NoService, "no-service", false, "do not serve the request/reply service (pe.process.*, pe.usertask.*, ...)")
 	fs.BoolVar(&s.NoEvents, "no-events", false, "do not forward engine events")
+	fs.Var(&s.RequireUserToken, "require-user-token", "endpoint groups whose requests must carry an end user's token (Pe-User-Token or Authorization: Bearer), else 401: a comma-separated `list` of process, usertask, trigger, or all; empty: a request without a token runs with the bridge's identity")
+	fs.IntVar(&s.MaxInFlight, "max-in-flight", DefaultMaxInFlight, "service requests handled at once, blocking starts apart; beyond it 503 with a retry hint")
+	fs.IntVar(&s.MaxBlockingStarts, "max-blocking-starts", DefaultMaxBlockingStarts, "blocking process starts (returnOn finished or end_event) waiting at once, apart from --max-in-flight; beyond it 503 with a retry hint")
+}
+
+// UserTokenGroups returns the service endpoint groups of
+// --require-user-token, "all" expanded.
+func (s *Settings) UserTokenGroups() []string {
+	var out []string
+	for _, g := range s.RequireUserToken.Values {
+		if g == "all" {
+			return append([]string(nil), UserTokenGroups...)
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 // RegisterDev adds the flags of `bridge dev`.
@@ -417,8 +456,11 @@ func (s *Settings) Validate() error {
 		if (s.NATSTLSCert == "") != (s.NATSTLSKey == "") {
 			add(flagErr("nats-tls-cert", "--nats-tls-cert and --nats-tls-key go together"))
 		}
-		if s.NATSURL == "" && r["natsembedded"] && (s.NATSCreds != "" || s.NATSNkey != "" || s.NATSTLSCert != "") {
-			add(flagErr("nats-url", "required with --nats-creds, --nats-nkey or --nats-tls-cert (the embedded server supports --nats-user/--nats-password and --nats-token)"))
+		if s.NATSURL == "" && r["natsembedded"] && s.NATSConfig == "" && (s.NATSCreds != "" || s.NATSNkey != "" || s.NATSTLSCert != "") {
+			add(flagErr("nats-url", "required with --nats-creds, --nats-nkey or --nats-tls-cert (the embedded server supports --nats-user/--nats-password and --nats-token, or any user of --nats-config)"))
+		}
+		if err := checkInboxPrefix(s.NATSInboxPrefix); err != nil {
+			add(err)
 		}
 	}
 	if r["natsembedded"] {
@@ -430,6 +472,13 @@ func (s *Settings) Validate() error {
 		}
 		if s.NATSURL == "" || !r["natsclient"] {
 			add(checkListen("nats-listen", s.NATSListen))
+		}
+		if s.NATSConfig != "" {
+			if r["natsclient"] && s.NATSURL != "" {
+				add(flagErr("nats-config", "configures the embedded server, which does not run with --nats-url"))
+			} else if _, err := os.Stat(s.NATSConfig); err != nil {
+				add(flagErr("nats-config", "%v", err))
+			}
 		}
 	}
 	if r["pump"] {
@@ -477,6 +526,19 @@ func (s *Settings) Validate() error {
 			add(flagErr("pprof-addr", "%q is not host:port: %v", s.PprofAddr, err))
 		}
 	}
+	if r["bridge"] {
+		for _, g := range s.RequireUserToken.Values {
+			if g != "all" && !slices.Contains(UserTokenGroups, g) {
+				add(flagErr("require-user-token", "%q is not process, usertask, trigger or all", g))
+			}
+		}
+		if s.MaxInFlight < 1 {
+			add(flagErr("max-in-flight", "%d is below 1", s.MaxInFlight))
+		}
+		if s.MaxBlockingStarts < 1 {
+			add(flagErr("max-blocking-starts", "%d is below 1", s.MaxBlockingStarts))
+		}
+	}
 	if r["bridge"] && !s.NoEvents {
 		for _, e := range s.Events.Values {
 			if _, err := events.TopicToken(e); err != nil || strings.ContainsAny(e, ".*>% ") {
@@ -488,6 +550,20 @@ func (s *Settings) Validate() error {
 		add(checkListen("engine-addr", s.EngineAddr))
 	}
 	return errors.Join(errs...)
+}
+
+// checkInboxPrefix accepts "" (nats.go's default) or subject tokens
+// without wildcards, spaces or a trailing dot.
+func checkInboxPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n*>") {
+			return flagErr("nats-inbox-prefix", "%q is not a subject prefix (dot-separated tokens, no wildcards or spaces)", p)
+		}
+	}
+	return nil
 }
 
 func checkHTTPURL(name, raw string) error {
@@ -622,12 +698,14 @@ func (s *Settings) LogValue() slog.Value {
 		str("nats_tls_ca", s.NATSTLSCA)
 		str("nats_tls_cert", s.NATSTLSCert)
 		str("nats_tls_key", s.NATSTLSKey)
+		str("nats_inbox_prefix", s.NATSInboxPrefix)
 	}
 	if r["natsembedded"] {
 		str("nats_listen", s.NATSListen)
 		str("nats_store_dir", s.NATSStoreDir)
 		str("nats_user", s.NATSUser)
 		str("nats_password", secret(s.NATSPassword))
+		str("nats_config", s.NATSConfig)
 	}
 	if r["pump"] {
 		str("topics", s.Topics.String())
@@ -649,7 +727,9 @@ func (s *Settings) LogValue() slog.Value {
 		str("pprof_addr", s.PprofAddr)
 	}
 	if r["bridge"] {
-		a = append(a, slog.Bool("service", !s.NoService), slog.Bool("events_forwarded", !s.NoEvents))
+		a = append(a, slog.Bool("service", !s.NoService), slog.Bool("events_forwarded", !s.NoEvents),
+			slog.Int("max_in_flight", s.MaxInFlight), slog.Int("max_blocking_starts", s.MaxBlockingStarts))
+		str("require_user_token", s.RequireUserToken.String())
 		if !s.NoEvents {
 			str("events", s.Events.String())
 		}

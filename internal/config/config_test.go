@@ -148,6 +148,14 @@ func TestValidationNamesFlag(t *testing.T) {
 		{[]string{"--engine-url", "http://e", "--events", "process.ended"}, "events"},
 		{[]string{"--engine-url", "http://e", "--nats-listen", "nowhere"}, "nats-listen"},
 		{[]string{"--engine-url", "http://e", "--failure-error-code", " "}, "failure-error-code"},
+		{[]string{"--engine-url", "http://e", "--nats-config", "/nonexistent/secure.conf"}, "nats-config"},
+		{[]string{"--engine-url", "http://e", "--nats-config", secretFile, "--nats-url", "nats://n:1"}, "nats-config"},
+		{[]string{"--engine-url", "http://e", "--nats-inbox-prefix", "_INBOX.*"}, "nats-inbox-prefix"},
+		{[]string{"--engine-url", "http://e", "--nats-inbox-prefix", "a b"}, "nats-inbox-prefix"},
+		{[]string{"--engine-url", "http://e", "--nats-inbox-prefix", "x."}, "nats-inbox-prefix"},
+		{[]string{"--engine-url", "http://e", "--require-user-token", "usertask,everything"}, "require-user-token"},
+		{[]string{"--engine-url", "http://e", "--max-in-flight", "0"}, "max-in-flight"},
+		{[]string{"--engine-url", "http://e", "--max-blocking-starts", "-1"}, "max-blocking-starts"},
 	}
 	for _, c := range cases {
 		s, fs := runSettings()
@@ -257,5 +265,46 @@ func TestPositionalArgumentRejected(t *testing.T) {
 	_, fs := runSettings()
 	if err := Parse(fs, []string{"--engine-url", "http://e", "extra"}); err == nil {
 		t.Fatal("positional argument accepted")
+	}
+}
+
+func TestSecurityFlags(t *testing.T) {
+	conf := writeFile(t, "secure.conf", "authorization {}\n")
+	s, fs := runSettings()
+	if err := Parse(fs, []string{"--engine-url", "http://e"}); err != nil {
+		t.Fatal(err)
+	}
+	if s.NATSInboxPrefix != DefaultInboxPrefix || s.MaxInFlight != DefaultMaxInFlight || s.MaxBlockingStarts != DefaultMaxBlockingStarts ||
+		len(s.UserTokenGroups()) != 0 || s.NATSConfig != "" {
+		t.Fatalf("defaults: %v", s)
+	}
+	s, fs = runSettings()
+	t.Setenv("PE_REQUIRE_USER_TOKEN", "usertask,trigger")
+	if err := Parse(fs, []string{"--engine-url", "http://e", "--nats-config", conf, "--nats-user", "pe-bridge", "--nats-password", "pw",
+		"--max-in-flight", "7", "--max-blocking-starts", "9", "--nats-inbox-prefix", "_INBOX_me"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if g := strings.Join(s.UserTokenGroups(), ","); g != "usertask,trigger" || s.MaxInFlight != 7 || s.MaxBlockingStarts != 9 ||
+		s.NATSConfig != conf || s.NATSInboxPrefix != "_INBOX_me" {
+		t.Fatalf("parsed: %v (groups %s)", s, g)
+	}
+	s.RequireUserToken = List{Values: []string{"all"}}
+	if g := strings.Join(s.UserTokenGroups(), ","); g != "process,usertask,trigger" {
+		t.Fatalf("all = %s", g)
+	}
+	if strings.Contains(s.String(), "pw") {
+		t.Fatalf("password in %s", s.String())
+	}
+	// --nats-nkey works with the embedded server when a config file defines the users.
+	seed := writeFile(t, "u.nk", "SU...")
+	s, fs = runSettings()
+	if err := Parse(fs, []string{"--engine-url", "http://e", "--nats-config", conf, "--nats-nkey", seed}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatalf("nkey with --nats-config: %v", err)
 	}
 }

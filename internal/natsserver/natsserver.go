@@ -33,6 +33,14 @@ type Config struct {
 	Password string
 	// Token, when set (and User is not), is required from every client.
 	Token string
+	// ConfigFile is a nats-server configuration file (the format of
+	// `nats-server -c`), e.g. deploy/nats/secure.conf: its authorization,
+	// accounts, TLS and limits apply. Listen, StoreDir and NoJetStream still
+	// decide the listen address, the store directory (the file's store_dir
+	// when StoreDir is "") and JetStream; User, Password and Token must be
+	// empty, the file's authorization rules. $VARIABLES in the file are read
+	// from the environment.
+	ConfigFile string
 	// ReadyTimeout bounds the wait for the server to accept connections;
 	// 0 means 10 s.
 	ReadyTimeout time.Duration
@@ -52,6 +60,9 @@ func (c Config) Validate() error {
 	}
 	if c.User != "" && c.Token != "" {
 		return errors.New("natsserver: user and token are exclusive")
+	}
+	if c.ConfigFile != "" && (c.User != "" || c.Token != "") {
+		return errors.New("natsserver: user, password and token come from the config file when one is given")
 	}
 	return nil
 }
@@ -98,7 +109,16 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts := &server.Options{}
+	if cfg.ConfigFile != "" {
+		if opts, err = server.ProcessConfigFile(cfg.ConfigFile); err != nil {
+			return nil, fmt.Errorf("natsserver: loading config file %s: %w", cfg.ConfigFile, err)
+		}
+	}
 	dir, temp := cfg.StoreDir, false
+	if dir == "" {
+		dir = opts.StoreDir
+	}
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "pe-bridge-nats-"); err != nil {
 			return nil, fmt.Errorf("natsserver: creating store directory: %w", err)
@@ -107,18 +127,18 @@ func Start(cfg Config) (*Server, error) {
 	} else if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("natsserver: creating store directory: %w", err)
 	}
-	opts := &server.Options{
-		ServerName:      "pe-bridge-embedded",
-		Host:            host,
-		Port:            port,
-		JetStream:       !cfg.NoJetStream,
-		StoreDir:        dir,
-		NoSigs:          true,
-		NoSystemAccount: false,
-		Username:        cfg.User,
-		Password:        cfg.Password,
-		Authorization:   cfg.Token,
-		MaxPayload:      8 << 20,
+	if opts.ServerName == "" {
+		opts.ServerName = "pe-bridge-embedded"
+	}
+	opts.Host, opts.Port = host, port
+	opts.JetStream = !cfg.NoJetStream
+	opts.StoreDir = dir
+	opts.NoSigs = true
+	if cfg.ConfigFile == "" {
+		opts.Username, opts.Password, opts.Authorization = cfg.User, cfg.Password, cfg.Token
+	}
+	if opts.MaxPayload == 0 {
+		opts.MaxPayload = 8 << 20
 	}
 	cleanup := func() {
 		if temp {

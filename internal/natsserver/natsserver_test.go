@@ -4,11 +4,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 func TestStartJetStreamTempDirRemoved(t *testing.T) {
@@ -167,4 +169,51 @@ func TestNoJetStream(t *testing.T) {
 	if s.JetStreamEnabled() {
 		t.Fatal("JetStream on despite NoJetStream")
 	}
+}
+
+// TestConfigFile loads the shipped permission model: every variable it
+// reads must be set (a missing one is an error naming it), the file's users
+// apply, and Listen still decides the address.
+func TestConfigFile(t *testing.T) {
+	const conf = "../../deploy/nats/secure.conf"
+	pub := func() string {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := kp.PublicKey()
+		return p
+	}
+	vars := map[string]string{
+		"NATS_PE_BRIDGE_PASSWORD":     "b",
+		"NATS_PE_HANDLER_SAMPLE_NKEY": pub(),
+		"NATS_PE_HANDLER_CREDIT_NKEY": pub(),
+		"NATS_PE_STARTER_PASSWORD":    "s",
+	}
+	for k, v := range vars {
+		t.Setenv(k, v)
+	}
+	if _, err := Start(Config{Listen: "127.0.0.1:0", ConfigFile: conf}); err == nil || !strings.Contains(err.Error(), "NATS_PE_TASKLIST_PASSWORD") {
+		t.Fatalf("missing variable: %v", err)
+	}
+	t.Setenv("NATS_PE_TASKLIST_PASSWORD", "l")
+	if _, err := Start(Config{Listen: "127.0.0.1:0", ConfigFile: conf, User: "u", Password: "p"}); err == nil {
+		t.Fatal("user beside a config file accepted")
+	}
+	s, err := Start(Config{Listen: "127.0.0.1:0", ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.HasPrefix(s.ClientURL(), "nats://127.0.0.1:") || !s.JetStreamEnabled() {
+		t.Fatalf("url %s, JetStream %v", s.ClientURL(), s.JetStreamEnabled())
+	}
+	if _, err := nats.Connect(s.ClientURL(), nats.Timeout(2*time.Second)); err == nil {
+		t.Fatal("anonymous client accepted")
+	}
+	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("pe-starter", "s"))
+	if err != nil {
+		t.Fatalf("pe-starter: %v", err)
+	}
+	nc.Close()
 }
