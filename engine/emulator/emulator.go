@@ -54,6 +54,10 @@ type Config struct {
 	// NotificationTimeout caps how long GET /notifications/long_polling/* is
 	// held without an event; then it answers 204 No Content. Zero: 60s.
 	NotificationTimeout time.Duration
+	// SocketPingInterval is the Engine.IO ping interval of the Socket.IO
+	// notifications (the ping timeout is the same, at least 200ms). Zero:
+	// the library's 25s ping interval and 20s timeout.
+	SocketPingInterval time.Duration
 	// MaxLongPoll caps the longPollingTimeout of fetch_and_lock. Zero: 5 min.
 	MaxLongPoll time.Duration
 	// RetainFinished is how many finished (or failed, terminated) instances
@@ -72,6 +76,9 @@ func (c Config) Validate() error {
 	}
 	if c.NotificationTimeout < 0 {
 		return errors.New("emulator: NotificationTimeout must not be negative")
+	}
+	if c.SocketPingInterval < 0 {
+		return errors.New("emulator: SocketPingInterval must not be negative")
 	}
 	if c.MaxLongPoll < 0 {
 		return errors.New("emulator: MaxLongPoll must not be negative")
@@ -128,6 +135,7 @@ type Emulator struct {
 	msgSubs      map[string][]*sub
 	sigSubs      map[string][]*sub
 	notify       map[string][]chan engine.EventMessage
+	sio          *sockets
 	timers       timerHeap
 	timer        *time.Timer
 	timerAt      time.Time
@@ -178,6 +186,7 @@ func New(cfg Config) (*Emulator, error) {
 	}
 	e.idRnd = rand.NewChaCha8(seed)
 	e.routes = e.buildRoutes()
+	e.sio = e.newSockets()
 	e.debug = cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
 	return e, nil
 }
@@ -190,6 +199,7 @@ func (e *Emulator) Close() error {
 	if e.closed {
 		return nil
 	}
+	defer e.sio.close()
 	e.closed = true
 	e.closedFlag.Store(true)
 	close(e.closing)

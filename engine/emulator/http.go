@@ -211,6 +211,10 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if e.applyFaults(sw, r) {
 		return
 	}
+	if isSocketPath(r.URL.Path) {
+		e.sio.handler.ServeHTTP(w, r)
+		return
+	}
 	e.serve(sw, r)
 }
 
@@ -288,13 +292,22 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request) {
 const rootUser = engine.DummyUserID
 
 func (e *Emulator) authenticate(r *http.Request) (Identity, *engine.Error) {
-	h := r.Header.Get("Authorization")
+	return e.authenticateToken(r.Header.Get("Authorization"), true)
+}
+
+// authenticateToken checks an Authorization header value: "Bearer <token>"
+// (REST), or with bearer false also the bare token (the Socket.IO handshake
+// of the official client sends the token without "Bearer").
+func (e *Emulator) authenticateToken(h string, bearer bool) (Identity, *engine.Error) {
 	if h == "" {
 		return Identity{}, apiError(401, "No auth token provided.", nil)
 	}
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
 		tok, ok = strings.CutPrefix(h, "bearer ")
+	}
+	if !ok && !bearer {
+		tok, ok = h, true
 	}
 	tok = strings.TrimSpace(tok)
 	if !ok || tok == "" {

@@ -8,14 +8,20 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine"
 )
 
-// wants reports whether anyone waits for event name. Call with mu held.
-func (e *Emulator) wants(name string) bool { return len(e.notify[name]) > 0 }
+// wants reports whether anyone waits for event name: a long poll of it or
+// a connected Socket.IO client. Call with mu held.
+func (e *Emulator) wants(name string) bool { return len(e.notify[name]) > 0 || e.sio.active() }
 
-// emitMsg hands m to every long poll waiting for name. Events nobody waits
-// for are dropped, as with the engine's long-polling endpoint.
+// emitMsg hands m to every long poll waiting for name and queues it for
+// every connected Socket.IO client. Events no long poll waits for are
+// dropped from the REST side, as with the engine's long-polling endpoint.
+// Call with mu held.
 func (e *Emulator) emitMsg(name string, m engine.EventMessage) {
 	if len(m.CurrentToken) == 0 || string(m.CurrentToken) == "null" {
 		m.CurrentToken = json.RawMessage("{}") // the schema types currentToken as an object
+	}
+	if e.sio.active() {
+		e.sio.enqueue(name, m)
 	}
 	for _, ch := range e.notify[name] {
 		select {

@@ -128,6 +128,7 @@ func TestOfficialClient(t *testing.T) {
 		{"usertasks.js", []string{"user task appears with form fields", "query filters", "reserve", "cancel reservation", "finish"}},
 		{"abort.js", []string{"worker receives the task and extends its lock", "terminateProcessInstance", "AbortSignal fires at the next lock extension (409)", "finish / extend_lock / error after termination answer 409 ConflictError", "timer boundary cancels the task: AbortSignal at the next extension"}},
 		{"deploy.js", []string{"persistProcessDefinitions (single XML string)", "deployFiles (XML array)", "deployed models are listed and readable", "deployed start→end model runs to its end event", "deployed external-task model is served to a worker"}},
+		{"notifications.js", []string{"socket connects (namespace api, Authorization without Bearer)", "onProcessStarted and onProcessEnded", "userTasks.onUserTaskWaiting, onUserTaskReserved and onUserTaskFinished", "onProcessTerminated and onProcessError", "onProcessDeployed and onExternalTaskCreated", "a socket with a wrong token is refused"}},
 		{"misc.js", []string{"application info", "authority", "process models list and get", "message trigger", "signal trigger", "example models message_catch and signal_catch", "error end event rejects the awaiting start with a BpmnError", "process instance query filters", "events query"}},
 	}
 	for _, s := range scripts {

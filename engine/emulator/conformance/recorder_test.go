@@ -21,6 +21,8 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
+	"github.com/pe-bridge/pe-bridge/engine/emulator"
+
 	"github.com/pe-bridge/pe-bridge/engine"
 )
 
@@ -60,6 +62,10 @@ type recorder struct {
 }
 
 func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, emulator.SocketPath+"/") {
+		rec.next.ServeHTTP(w, r) // Socket.IO is not part of the OpenAPI file (and needs the hijacker)
+		return
+	}
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	cw := &captureWriter{ResponseWriter: w}

@@ -1,0 +1,169 @@
+package emulator
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zishang520/socket.io/servers/socket/v3"
+
+	"github.com/pe-bridge/pe-bridge/engine"
+)
+
+// Socket.IO notifications, as the engine serves them to its own clients
+// (API.md §2.7 b, the official client's Clients/Lib/SocketIoManager.js and
+// Types/SocketSettings.js): Socket.IO v4, namespace "/api", path
+// "<engine url path>/socket.io" (the emulator serves at the root, so
+// "/socket.io"), the token in an "Authorization" header of the polling
+// handshake, without "Bearer" (with "Bearer" is accepted too), as for REST.
+// Every notification goes to every connected socket of the namespace, under
+// the name SocketEventName gives, with the EventMessage as its one argument.
+
+// SocketPath is where the emulator serves Socket.IO.
+const SocketPath = "/socket.io"
+
+// SocketNamespace is the Socket.IO namespace of the notifications.
+const SocketNamespace = "/api"
+
+// SocketEventName maps a notification name of the REST long poll to the
+// event name the engine emits on Socket.IO (Types/SocketSettings.js): the
+// process instance events are named OnProcess*, the rest keep their name.
+func SocketEventName(name string) string {
+	if s, ok := socketNames[name]; ok {
+		return s
+	}
+	return name
+}
+
+var socketNames = map[string]string{
+	"process_starting":              "OnProcessStarting",
+	"process_started":               "OnProcessStarted",
+	"process_resumed":               "OnProcessResumed",
+	"process_ended":                 "OnProcessFinished",
+	"process_error":                 "OnProcessError",
+	"process_terminated":            "OnProcessTerminated",
+	"process_instances_deleted":     "OnProcessInstancesDeleted",
+	"process_owner_changed":         "process_instance_owner_changed",
+	"process_is_executable_changed": "process_executable_changed",
+}
+
+// sockets is the emulator's Socket.IO server. Events are queued under the
+// emulator's lock and emitted in order by one goroutine, so no emit runs
+// with the lock held and none is dropped.
+type sockets struct {
+	srv     *socket.Server
+	handler http.Handler
+	nsp     socket.Namespace
+	clients atomic.Int64
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []sioEvent
+	closed bool
+	done   chan struct{}
+}
+
+type sioEvent struct {
+	name string
+	msg  engine.EventMessage
+}
+
+func (e *Emulator) newSockets() *sockets {
+	opts := socket.DefaultServerOptions()
+	opts.SetPath(SocketPath)
+	opts.SetServeClient(false)
+	if e.cfg.SocketPingInterval > 0 {
+		opts.SetPingInterval(e.cfg.SocketPingInterval)
+		opts.SetPingTimeout(max(e.cfg.SocketPingInterval, 200*time.Millisecond))
+	}
+	s := &sockets{srv: socket.NewServer(nil, opts), done: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	s.handler = s.srv.ServeHandler(nil)
+	s.nsp = s.srv.Of(SocketNamespace, nil)
+	s.nsp.Use(func(c *socket.Socket, next func(*socket.ExtendedError)) {
+		id, err := e.authenticateToken(c.Handshake().Headers.Header().Get("Authorization"), false)
+		if err == nil {
+			err = checkScope(scopeNotify, id)
+		}
+		if err != nil {
+			next(socket.NewExtendedError(err.Body.Message, map[string]any{"code": err.Status}))
+			return
+		}
+		next(nil)
+	})
+	_ = s.nsp.On("connection", func(args ...any) {
+		c, ok := args[0].(*socket.Socket)
+		if !ok {
+			return
+		}
+		s.clients.Add(1)
+		_ = c.On("disconnect", func(...any) { s.clients.Add(-1) })
+	})
+	go s.run()
+	return s
+}
+
+// active reports whether a socket is connected (then every event is built).
+func (s *sockets) active() bool { return s.clients.Load() > 0 }
+
+// enqueue queues one event for every connected socket.
+func (s *sockets) enqueue(name string, m engine.EventMessage) {
+	s.mu.Lock()
+	if !s.closed {
+		s.queue = append(s.queue, sioEvent{name, m})
+		s.cond.Signal()
+	}
+	s.mu.Unlock()
+}
+
+func (s *sockets) run() {
+	defer close(s.done)
+	var batch []sioEvent
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && !s.closed {
+			s.cond.Wait()
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		batch, s.queue = s.queue, batch[:0]
+		s.mu.Unlock()
+		for _, ev := range batch {
+			_ = s.nsp.Emit(SocketEventName(ev.name), ev.msg)
+		}
+		clear(batch)
+	}
+}
+
+// disconnectAll closes every socket (the clients see a transport close and
+// reconnect).
+func (s *sockets) disconnectAll() { s.nsp.DisconnectSockets(true) }
+
+func (s *sockets) close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.cond.Signal()
+	s.mu.Unlock()
+	<-s.done
+	s.srv.Close(nil)
+}
+
+// isSocketPath reports whether the request is for the Socket.IO endpoint.
+func isSocketPath(p string) bool {
+	return p == SocketPath || strings.HasPrefix(p, SocketPath+"/")
+}
+
+// DisconnectSockets closes every Socket.IO connection, as an engine restart
+// or a network cut would; clients reconnect. For tests of reconnects.
+func (e *Emulator) DisconnectSockets() { e.sio.disconnectAll() }
+
+// SocketClients is the number of connected Socket.IO clients.
+func (e *Emulator) SocketClients() int { return int(e.sio.clients.Load()) }
