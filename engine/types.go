@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -388,9 +390,15 @@ func (d *DeployRequest) UnmarshalJSON(b []byte) error {
 }
 
 // EventMessage is the payload of an engine notification ([V] API.md §2.7).
+// processDefinitionId is a string in most events and a string or an array
+// of strings in process_deployed / process_undeployed: decoding accepts
+// both, ProcessDefinitionID then holds the first and ProcessDefinitionIDs
+// all of them (ProcessDefinitionIDs is not encoded: an EventMessage encodes
+// processDefinitionId as the string ProcessDefinitionID).
 type EventMessage struct {
 	CorrelationID              string          `json:"correlationId"`
 	ProcessDefinitionID        string          `json:"processDefinitionId"`
+	ProcessDefinitionIDs       []string        `json:"-"`
 	ProcessModelID             string          `json:"processModelId"`
 	ProcessModelName           string          `json:"processModelName,omitempty"`
 	ProcessInstanceID          string          `json:"processInstanceId"`
@@ -413,6 +421,38 @@ type EventMessage struct {
 	LockExpirationTime *time.Time `json:"lockExpirationTime,omitempty"`
 	// user_task_finished.
 	UserTaskResult json.RawMessage `json:"userTaskResult,omitempty"`
+}
+
+// UnmarshalJSON decodes an EventMessage whose processDefinitionId is a
+// string, an array of strings or null.
+func (m *EventMessage) UnmarshalJSON(b []byte) error {
+	type plain EventMessage
+	var v struct {
+		plain
+		ProcessDefinitionID json.RawMessage `json:"processDefinitionId"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*m = EventMessage(v.plain)
+	m.ProcessDefinitionID, m.ProcessDefinitionIDs = "", nil
+	raw := bytes.TrimSpace(v.ProcessDefinitionID)
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+	case raw[0] == '[':
+		if err := json.Unmarshal(raw, &m.ProcessDefinitionIDs); err != nil {
+			return fmt.Errorf("engine: processDefinitionId: %w", err)
+		}
+		if len(m.ProcessDefinitionIDs) > 0 {
+			m.ProcessDefinitionID = m.ProcessDefinitionIDs[0]
+		}
+	default:
+		if err := json.Unmarshal(raw, &m.ProcessDefinitionID); err != nil {
+			return fmt.Errorf("engine: processDefinitionId: %w", err)
+		}
+		m.ProcessDefinitionIDs = []string{m.ProcessDefinitionID}
+	}
+	return nil
 }
 
 // ApplicationInfo is the answer of GET /info.

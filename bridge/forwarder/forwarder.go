@@ -7,29 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/cloudevents/sdk-go/v2/types"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
+	"github.com/pe-bridge/pe-bridge/bridge/forwarder/watermillce"
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/events"
 )
-
-// Notifier waits for the next engine notification of one event name
-// (GET /notifications/long_polling/<event>). *engine.Client satisfies it.
-type Notifier interface {
-	WaitForNotification(ctx context.Context, event string) (engine.EventMessage, error)
-}
-
-// Publisher sends one NATS message. *nats.Conn satisfies it.
-type Publisher interface {
-	PublishMsg(m *nats.Msg) error
-}
 
 // DefaultEvents are the notifications forwarded when Config.Events is empty.
 var DefaultEvents = []string{
@@ -37,17 +24,35 @@ var DefaultEvents = []string{
 	"process_started", "process_ended", "process_error", "process_terminated",
 }
 
+// GapEvent is the name of the event that announces a possible gap:
+// published on events.EventPrefix+GapEvent (pe.event.gap).
+const GapEvent = "gap"
+
+// Gap reasons, the "reason" member of a gap event's data.
+const (
+	GapStart     = "start"          // the forwarder started: events before it are not forwarded
+	GapReconnect = "reconnect"      // the engine feed reconnected after a loss of connection
+	GapTakeover  = "takeover"       // this replica took over the lease from another one
+	GapPublish   = "publish_failed" // events could not be published to NATS and were dropped
+)
+
 // Defaults of Config.
 const (
-	DefaultSource      = "pe-bridge"
-	DefaultMinBackoff  = 100 * time.Millisecond
-	DefaultMaxBackoff  = 30 * time.Second
-	DefaultPollTimeout = 2 * time.Minute
+	DefaultSource          = "pe-bridge"
+	DefaultQueueSize       = 4096
+	DefaultPublishAttempts = 5
 )
 
 // HeaderMsgID is the NATS header JetStream de-duplicates on; it carries the
 // CloudEvent id.
-const HeaderMsgID = "Nats-Msg-Id"
+const HeaderMsgID = watermillce.HeaderMsgID
+
+// Leader says whether this replica is the one that publishes engine events
+// (Lease implements it). Only the leader publishes, so N replicas publish
+// each event once.
+type Leader interface {
+	Leading() bool
+}
 
 // Config tunes the forwarder. Zero fields take the documented defaults.
 type Config struct {
@@ -56,14 +61,24 @@ type Config struct {
 	Events []string
 	// Source is the CloudEvent source. Default DefaultSource.
 	Source string
-	// MinBackoff and MaxBackoff bound the exponential, jittered wait after
-	// an engine error (per event name). Defaults DefaultMinBackoff and
-	// DefaultMaxBackoff.
-	MinBackoff, MaxBackoff time.Duration
-	// PollTimeout bounds one long poll; when it runs out the poll is simply
-	// re-issued (guards against connections that silently died). Default
-	// DefaultPollTimeout.
-	PollTimeout time.Duration
+	// QueueSize bounds the events received and not yet published; when it
+	// is full the feed waits (backpressure). Default DefaultQueueSize.
+	QueueSize int
+	// PublishAttempts is how often one publish is tried (with backoff from
+	// 50ms) before the event is dropped and a gap announced. Default
+	// DefaultPublishAttempts.
+	PublishAttempts int
+	// OnDeploy, when set, is called (from one goroutine, coalesced) when
+	// the engine reports process_deployed or an external_task_created for
+	// a topic this forwarder has not seen yet: the task pump then re-reads
+	// the deployed topics at once. Those two notifications are received for
+	// it even when Events does not list them.
+	OnDeploy func()
+	// Observer receives measurements. Nil: none.
+	Observer Observer
+	// Leader, when set, gates publishing: events that arrive while
+	// Leading() is false are not published. Nil: always publish.
+	Leader Leader
 }
 
 // Validate reports unusable settings: event names must be non-empty NATS
@@ -75,16 +90,16 @@ func (c Config) Validate() error {
 		if err != nil || tok != name {
 			return fmt.Errorf("forwarder: event name %q is not a plain subject token", name)
 		}
+		if name == GapEvent {
+			return fmt.Errorf("forwarder: event name %q is reserved for gap announcements", name)
+		}
 		if seen[name] {
 			return fmt.Errorf("forwarder: event name %q listed twice", name)
 		}
 		seen[name] = true
 	}
-	if c.MinBackoff < 0 || c.MaxBackoff < 0 || c.PollTimeout < 0 {
-		return errors.New("forwarder: negative duration")
-	}
-	if c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
-		return fmt.Errorf("forwarder: MinBackoff %s is longer than MaxBackoff %s", c.MinBackoff, c.MaxBackoff)
+	if c.QueueSize < 0 || c.PublishAttempts < 0 {
+		return errors.New("forwarder: negative QueueSize or PublishAttempts")
 	}
 	return nil
 }
@@ -97,26 +112,44 @@ func (c Config) withDefaults() Config {
 	if c.Source == "" {
 		c.Source = DefaultSource
 	}
-	if c.MinBackoff == 0 {
-		c.MinBackoff = DefaultMinBackoff
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
 	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
+	if c.PublishAttempts == 0 {
+		c.PublishAttempts = DefaultPublishAttempts
 	}
-	if c.PollTimeout == 0 {
-		c.PollTimeout = DefaultPollTimeout
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	return c
 }
 
-// Forwarder long-polls engine notifications and publishes each one as a
-// CloudEvent. Create it with New, run it with Run.
+type nopObserver struct{}
+
+func (nopObserver) EventForwarded(string)       {}
+func (nopObserver) EventDropped(string, string) {}
+func (nopObserver) Gap()                        {}
+
+// Forwarder receives engine notifications from a Feed and publishes each as
+// a CloudEvent through a Watermill publisher. Create it with New, run it
+// with Run.
 type Forwarder struct {
-	n   Notifier
-	pub Publisher
-	cfg Config
-	log *slog.Logger
-	now func() time.Time
+	feed Feed
+	pub  message.Publisher
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time
+
+	forward map[string]bool
+	queue   chan item
+	deploy  chan struct{}
+
+	topicsMu sync.Mutex
+	topics   map[string]bool // topics seen in external_task_created
+
+	// publisher state, owned by the publishing goroutine
+	follower bool   // Leader said no since the last published event
+	pendGap  string // a gap to announce before the next event ("" none)
 
 	mu      sync.Mutex
 	running bool
@@ -125,10 +158,19 @@ type Forwarder struct {
 	done    chan struct{}
 }
 
-// New builds a forwarder. n and pub are required; logger nil discards.
-func New(n Notifier, pub Publisher, cfg Config, logger *slog.Logger) (*Forwarder, error) {
-	if n == nil {
-		return nil, errors.New("forwarder: nil notifier")
+type item struct {
+	name string // "" for a gap
+	m    engine.EventMessage
+	body json.RawMessage
+	gap  string
+}
+
+// New builds a forwarder. feed and pub are required; logger nil discards.
+// The forwarder never closes pub (watermill-nats' Publisher.Close closes
+// its NATS connection, which the bridge shares).
+func New(feed Feed, pub message.Publisher, cfg Config, logger *slog.Logger) (*Forwarder, error) {
+	if feed == nil {
+		return nil, errors.New("forwarder: nil feed")
 	}
 	if pub == nil {
 		return nil, errors.New("forwarder: nil publisher")
@@ -139,18 +181,41 @@ func New(n Notifier, pub Publisher, cfg Config, logger *slog.Logger) (*Forwarder
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Forwarder{
-		n: n, pub: pub, cfg: cfg.withDefaults(), log: logger, now: time.Now,
+	cfg = cfg.withDefaults()
+	f := &Forwarder{
+		feed: feed, pub: pub, cfg: cfg, log: logger, now: time.Now,
+		forward: map[string]bool{},
+		queue:   make(chan item, cfg.QueueSize),
+		deploy:  make(chan struct{}, 1),
+		topics:  map[string]bool{},
 		closeCh: make(chan struct{}), done: make(chan struct{}),
-	}, nil
+	}
+	for _, n := range cfg.Events {
+		f.forward[n] = true
+	}
+	return f, nil
 }
 
 // Events returns the forwarded event names.
 func (f *Forwarder) Events() []string { return append([]string(nil), f.cfg.Events...) }
 
-// Run polls every configured event name in its own loop and publishes what
-// arrives, until ctx is done or Close is called; it then cancels the polls
-// at once and returns nil after every loop ended. Run may be called once.
+// subscribed are the names the feed listens to: the forwarded ones and,
+// with OnDeploy, process_deployed and external_task_created.
+func (f *Forwarder) subscribed() []string {
+	names := append([]string(nil), f.cfg.Events...)
+	if f.cfg.OnDeploy != nil {
+		for _, n := range []string{"process_deployed", "external_task_created"} {
+			if !f.forward[n] {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
+}
+
+// Run receives and publishes until ctx is done or Close is called; it then
+// stops the feed at once, publishes what was already received and returns
+// nil. Run may be called once.
 func (f *Forwarder) Run(ctx context.Context) error {
 	f.mu.Lock()
 	if f.running {
@@ -161,15 +226,37 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	f.mu.Unlock()
 	defer close(f.done)
 
-	ctx, cancel := context.WithCancel(ctx)
+	feedCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, name := range f.cfg.Events {
-		wg.Go(func() { f.loop(ctx, name) })
+	feedDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(feedDone)
+		if err := f.feed.Run(feedCtx, f.subscribed(), sink{f, feedCtx}); err != nil {
+			f.log.Error("forwarder: engine event feed stopped", "error", err)
+		}
+	})
+	pubDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(pubDone)
+		f.publishLoop(feedDone)
+	})
+	if f.cfg.OnDeploy != nil {
+		wg.Go(func() {
+			for {
+				select {
+				case <-feedCtx.Done():
+					return
+				case <-f.deploy:
+					f.cfg.OnDeploy()
+				}
+			}
+		})
 	}
 	select {
 	case <-ctx.Done():
 	case <-f.closeCh:
+	case <-feedDone:
 	}
 	cancel()
 	wg.Wait()
@@ -188,73 +275,166 @@ func (f *Forwarder) Close() {
 	}
 }
 
-func (f *Forwarder) loop(ctx context.Context, name string) {
-	backoff := f.cfg.MinBackoff
-	for ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, f.cfg.PollTimeout)
-		msg, err := f.n.WaitForNotification(pctx, name)
-		pollExpired := pctx.Err() != nil
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			if pollExpired { // our own bound on one poll: ask again
-				continue
-			}
-			wait := jitter(backoff)
-			f.log.Warn("forwarder: waiting for engine notification", "event", name, "error", err, "retry_in", wait)
-			if !sleep(ctx, wait) {
-				return
-			}
-			backoff = min(backoff*2, f.cfg.MaxBackoff)
-			continue
-		}
-		backoff = f.cfg.MinBackoff
-		if empty(msg) { // a long poll the engine ended without an event
-			continue
-		}
-		m, err := f.message(name, msg)
-		if err != nil {
-			f.log.Warn("forwarder: encoding event", "event", name, "error", err)
-			continue
-		}
-		if err := f.pub.PublishMsg(m); err != nil {
-			f.log.Warn("forwarder: publishing event", "event", name, "ce_id", m.Header.Get(events.HeaderID), "error", err)
-			continue
-		}
-		f.log.Debug("forwarder: event published", "event", name, "ce_id", m.Header.Get(events.HeaderID),
-			"process_instance_id", msg.ProcessInstanceID)
-	}
+// sink adapts the forwarder to the feed.
+type sink struct {
+	f   *Forwarder
+	ctx context.Context
 }
 
-// jitter returns d ± 20 %.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return d
+func (s sink) Event(name string, m engine.EventMessage, body json.RawMessage) {
+	f := s.f
+	if f.cfg.OnDeploy != nil {
+		switch {
+		case name == "process_deployed":
+			f.kickDeploy()
+		case name == "external_task_created" && m.Topic != "":
+			f.topicsMu.Lock()
+			fresh := !f.topics[m.Topic]
+			f.topics[m.Topic] = true
+			f.topicsMu.Unlock()
+			if fresh {
+				f.kickDeploy()
+			}
+		}
 	}
-	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+	if !f.forward[name] {
+		return
+	}
+	f.enqueue(s.ctx, item{name: name, m: m, body: body})
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
+func (s sink) Connected(first bool) {
+	reason := GapReconnect
+	if first {
+		reason = GapStart
+	}
+	s.f.enqueue(s.ctx, item{gap: reason})
+}
+
+func (f *Forwarder) enqueue(ctx context.Context, it item) {
 	select {
+	case f.queue <- it:
 	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
+		if it.name != "" {
+			f.cfg.Observer.EventDropped(it.name, "shutdown")
+		}
 	}
 }
 
-func empty(m engine.EventMessage) bool {
-	return m.ProcessInstanceID == "" && m.ProcessDefinitionID == "" && m.ProcessModelID == "" &&
-		m.FlowNodeInstanceID == "" && m.CorrelationID == "" && m.ExternalTaskID == ""
+func (f *Forwarder) kickDeploy() {
+	select {
+	case f.deploy <- struct{}{}:
+	default:
+	}
+}
+
+// publishLoop publishes the queue in order until the feed ended and the
+// queue is empty.
+func (f *Forwarder) publishLoop(feedDone <-chan struct{}) {
+	for {
+		select {
+		case it := <-f.queue:
+			f.handle(it)
+		case <-feedDone:
+			for {
+				select {
+				case it := <-f.queue:
+					f.handle(it)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (f *Forwarder) handle(it item) {
+	leading := f.cfg.Leader == nil || f.cfg.Leader.Leading()
+	switch {
+	case !leading:
+		f.follower = true
+	case f.follower: // this replica just took the lease over
+		f.follower = false
+		f.setGap(GapTakeover)
+		f.cfg.Observer.Gap()
+	}
+	if it.gap != "" {
+		if it.gap != GapStart {
+			f.cfg.Observer.Gap()
+		}
+		f.setGap(it.gap)
+	}
+	if !leading {
+		if it.gap == "" {
+			f.log.Debug("forwarder: not the lease holder, event left to it", "event", it.name)
+		}
+		return
+	}
+	if f.pendGap != "" {
+		f.flushGap()
+	}
+	if it.gap != "" {
+		return
+	}
+	ev, err := Event(it.name, f.cfg.Source, it.m, it.body, f.now())
+	if err != nil {
+		f.cfg.Observer.EventDropped(it.name, "encode")
+		f.log.Warn("forwarder: encoding event", "event", it.name, "error", err)
+		return
+	}
+	if !f.publish(events.EventPrefix+it.name, ev) {
+		f.cfg.Observer.EventDropped(it.name, "publish")
+		f.setGap(GapPublish)
+		return
+	}
+	f.cfg.Observer.EventForwarded(it.name)
+	f.log.Debug("forwarder: event published", "event", it.name, "ce_id", ev.ID, "process_instance_id", it.m.ProcessInstanceID)
+}
+
+// setGap records a gap to announce before the next event; a specific reason
+// replaces a pending GapStart.
+func (f *Forwarder) setGap(reason string) {
+	if f.pendGap == "" || f.pendGap == GapStart {
+		f.pendGap = reason
+	}
+}
+
+func (f *Forwarder) flushGap() {
+	ev := GapCloudEvent(f.cfg.Source, f.pendGap, f.now())
+	if f.publish(events.EventPrefix+GapEvent, ev) {
+		f.log.Info("forwarder: announced a possible gap in engine events", "reason", f.pendGap, "ce_id", ev.ID)
+		f.pendGap = ""
+	}
+}
+
+// publish tries PublishAttempts times with backoff (the same ce-id each
+// time, so a stream stores it once).
+func (f *Forwarder) publish(subject string, ev *events.Event) bool {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f.pub.Publish(subject, watermillce.Message(ev))
+		if err == nil {
+			return true
+		}
+		if attempt >= f.cfg.PublishAttempts {
+			f.log.Warn("forwarder: publishing event", "subject", subject, "ce_id", ev.ID, "attempts", attempt, "error", err)
+			return false
+		}
+		f.log.Debug("forwarder: publishing event, retrying", "subject", subject, "ce_id", ev.ID, "error", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-f.closeCh:
+			t.Stop()
+			return false
+		}
+		wait = min(wait*2, time.Second)
+	}
 }
 
 // onceForFlowNode and onceForInstance are the events the engine emits at
 // most once per flow node instance / process instance; their CloudEvent id
-// is derived from that instance, so the same event polled by several
+// is derived from that instance, so the same event received by several
 // bridges (or twice) carries the same id. Other events get a random id.
 var (
 	onceForFlowNode = map[string]bool{
@@ -287,72 +467,51 @@ func EventID(name string, m engine.EventMessage) string {
 	return uuid.NewString()
 }
 
-// Event builds the CloudEvent of notification name with payload m.
-func Event(name, source string, m engine.EventMessage, now time.Time) (event.Event, error) {
-	ev := event.New()
-	ev.SetID(EventID(name, m))
-	ev.SetType(events.EventType(name))
-	ev.SetSource(source)
-	ev.SetTime(now.UTC())
-	switch {
-	case m.FlowNodeInstanceID != "":
-		ev.SetSubject(m.FlowNodeInstanceID)
-	case m.ProcessInstanceID != "":
-		ev.SetSubject(m.ProcessInstanceID)
-	}
-	for ext, v := range map[string]string{
-		events.ExtProcessInstanceID:  m.ProcessInstanceID,
-		events.ExtProcessModelID:     m.ProcessModelID,
-		events.ExtCorrelationID:      m.CorrelationID,
-		events.ExtFlowNodeInstanceID: m.FlowNodeInstanceID,
-	} {
-		if v != "" {
-			ev.SetExtension(ext, v)
+// Event builds the CloudEvent of notification name with payload m; body is
+// the data (the engine's message as JSON; nil: m encoded).
+func Event(name, source string, m engine.EventMessage, body json.RawMessage, now time.Time) (*events.Event, error) {
+	if body == nil {
+		var err error
+		if body, err = json.Marshal(m); err != nil {
+			return nil, fmt.Errorf("forwarder: encoding %s payload: %w", name, err)
 		}
 	}
-	data, err := json.Marshal(m)
-	if err != nil {
-		return ev, fmt.Errorf("forwarder: encoding %s payload: %w", name, err)
+	ev := &events.Event{
+		ID:              EventID(name, m),
+		Type:            events.EventType(name),
+		Source:          source,
+		Time:            now.UTC(),
+		DataContentType: events.ContentTypeJSON,
+		Data:            body,
 	}
-	if err := ev.SetData(event.ApplicationJSON, data); err != nil {
-		return ev, fmt.Errorf("forwarder: setting %s data: %w", name, err)
+	switch {
+	case m.FlowNodeInstanceID != "":
+		ev.Subject = m.FlowNodeInstanceID
+	case m.ProcessInstanceID != "":
+		ev.Subject = m.ProcessInstanceID
 	}
+	ev.SetExt(events.ExtProcessInstanceID, m.ProcessInstanceID)
+	ev.SetExt(events.ExtProcessModelID, m.ProcessModelID)
+	ev.SetExt(events.ExtCorrelationID, m.CorrelationID)
+	ev.SetExt(events.ExtFlowNodeInstanceID, m.FlowNodeInstanceID)
 	if err := ev.Validate(); err != nil {
-		return ev, fmt.Errorf("forwarder: validating %s event: %w", name, err)
+		return nil, fmt.Errorf("forwarder: validating %s event: %w", name, err)
 	}
 	return ev, nil
 }
 
-// Message encodes ev in binary content mode: attributes as ce-* headers,
-// the data as the body, the id also as Nats-Msg-Id.
-func Message(subject string, ev event.Event) (*nats.Msg, error) {
-	h := nats.Header{}
-	h.Set(events.HeaderSpecVersion, ev.SpecVersion())
-	h.Set(events.HeaderID, ev.ID())
-	h.Set(events.HeaderType, ev.Type())
-	h.Set(events.HeaderSource, ev.Source())
-	if s := ev.Subject(); s != "" {
-		h.Set(events.HeaderSubject, s)
-	}
-	if t := ev.Time(); !t.IsZero() {
-		h.Set(events.HeaderTime, t.Format(time.RFC3339Nano))
-	}
-	for name, v := range ev.Extensions() {
-		s, err := types.Format(v)
-		if err != nil {
-			return nil, fmt.Errorf("forwarder: formatting extension %s: %w", name, err)
-		}
-		h.Set(events.HeaderPrefix+name, s)
-	}
-	h.Set(events.HeaderDataContent, ev.DataContentType())
-	h.Set(HeaderMsgID, ev.ID())
-	return &nats.Msg{Subject: subject, Header: h, Data: ev.Data()}, nil
+// GapData is the data of a gap event.
+type GapData struct {
+	// Reason is GapStart, GapReconnect, GapTakeover or GapPublish.
+	Reason string `json:"reason"`
 }
 
-func (f *Forwarder) message(name string, m engine.EventMessage) (*nats.Msg, error) {
-	ev, err := Event(name, f.cfg.Source, m, f.now())
-	if err != nil {
-		return nil, err
+// GapCloudEvent is the event announcing that engine events may be missing
+// before it (type events.EventType(GapEvent), a fresh UUID as id).
+func GapCloudEvent(source, reason string, now time.Time) *events.Event {
+	data, _ := json.Marshal(GapData{Reason: reason})
+	return &events.Event{
+		ID: uuid.NewString(), Type: events.EventType(GapEvent), Source: source, Time: now.UTC(),
+		DataContentType: events.ContentTypeJSON, Data: data,
 	}
-	return Message(events.EventPrefix+name, ev)
 }

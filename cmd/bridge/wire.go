@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/errgroup"
 
@@ -136,6 +137,7 @@ func pumpConfig(s *config.Settings, source string) (bridge.Config, error) {
 		Source:            source,
 		ReportConcurrency: s.ReportConcurrency,
 		ExtendConcurrency: s.ExtendConcurrency,
+		TopicRefresh:      s.TopicRefresh,
 	}
 	if err := c.Validate(); err != nil {
 		return c, usageError{err}
@@ -145,9 +147,10 @@ func pumpConfig(s *config.Settings, source string) (bridge.Config, error) {
 
 // bridgeParts are the long-lived parts of the bridge on one NATS connection.
 type bridgeParts struct {
-	pump *bridge.Pump
-	svc  *service.Service
-	fwd  *forwarder.Forwarder
+	pump  *bridge.Pump
+	svc   *service.Service
+	fwd   *forwarder.Forwarder
+	lease *forwarder.Lease
 }
 
 func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, events []string, logger *slog.Logger) (*bridgeParts, error) {
@@ -166,8 +169,8 @@ func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, event
 		}
 	}
 	if !s.NoEvents {
-		if p.fwd, err = forwarder.New(eng, nc, forwarder.Config{Events: events, Source: source}, logger.With("component", "forwarder")); err != nil {
-			return nil, fmt.Errorf("creating event forwarder: %w", err)
+		if err := p.newForwarder(s, nc, eng, events, source, logger.With("component", "forwarder")); err != nil {
+			return nil, err
 		}
 	}
 	return &p, nil
@@ -183,6 +186,65 @@ func serviceConfig(s *config.Settings) service.Config {
 	}
 }
 
+// newForwarder builds the event forwarder: its feed (Socket.IO or long
+// polls), its Watermill publisher (JetStream acks with --events-stream), the
+// stream and the lease when configured.
+func (p *bridgeParts) newForwarder(s *config.Settings, nc *nats.Conn, eng *engine.Client, events []string, source string, logger *slog.Logger) error {
+	var (
+		feed forwarder.Feed
+		err  error
+	)
+	if s.EventsFeed == "poll" {
+		feed, err = forwarder.NewPollFeed(eng, forwarder.PollConfig{}, logger)
+	} else {
+		feed, err = forwarder.NewSocketFeed(s.EngineURL, eng.Tokens(), forwarder.SocketConfig{}, logger)
+	}
+	if err != nil {
+		return fmt.Errorf("creating the engine event feed: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.EventsStream != "" || s.EventsLease != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("opening JetStream: %w", err)
+		}
+		if s.EventsStream != "" {
+			info, err := forwarder.EnsureStream(ctx, js, forwarder.StreamConfig{
+				Name: s.EventsStream, Replicas: s.EventsStreamReplicas, DuplicateWindow: s.EventsDedupWindow})
+			if err != nil {
+				return fmt.Errorf("--events-stream: %w", err)
+			}
+			logger.Info("forwarder: events stream", "stream", info.Config.Name, "subjects", info.Config.Subjects,
+				"duplicate_window", info.Config.Duplicates, "replicas", info.Config.Replicas)
+		}
+		if s.EventsLease != "" {
+			if p.lease, err = forwarder.NewLease(ctx, js, forwarder.LeaseConfig{
+				Bucket: s.EventsLease, Key: forwarder.LeaseKey(config.RedactURL(s.EngineURL)), Holder: p.pump.WorkerID(),
+				TTL: s.EventsLeaseTTL, Replicas: s.EventsStreamReplicas}, logger); err != nil {
+				return fmt.Errorf("--events-lease: %w", err)
+			}
+		}
+	}
+	pub, err := forwarder.NewPublisher(nc, s.EventsStream != "", logger)
+	if err != nil {
+		return err
+	}
+	cfg := forwarder.Config{Events: events, Source: source}
+	if p.lease != nil {
+		cfg.Leader = p.lease
+	}
+	// A deployment, or a task of a topic not seen before, makes the pump
+	// re-read the deployed topics at once (with --topics the list is fixed).
+	if r, ok := any(p.pump).(interface{ RefreshTopics() }); ok && len(s.Topics.Values) == 0 {
+		cfg.OnDeploy = r.RefreshTopics
+	}
+	if p.fwd, err = forwarder.New(feed, pub, cfg, logger); err != nil {
+		return fmt.Errorf("creating event forwarder: %w", err)
+	}
+	return nil
+}
+
 // start runs every part in g until ctx is done.
 func (p *bridgeParts) start(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error { return p.pump.Run(ctx) })
@@ -191,6 +253,9 @@ func (p *bridgeParts) start(ctx context.Context, g *errgroup.Group) {
 	}
 	if p.fwd != nil {
 		g.Go(func() error { return p.fwd.Run(ctx) })
+	}
+	if p.lease != nil {
+		g.Go(func() error { return p.lease.Run(ctx) })
 	}
 }
 

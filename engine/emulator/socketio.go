@@ -19,35 +19,11 @@ import (
 // "/socket.io"), the token in an "Authorization" header of the polling
 // handshake, without "Bearer" (with "Bearer" is accepted too), as for REST.
 // Every notification goes to every connected socket of the namespace, under
-// the name SocketEventName gives, with the EventMessage as its one argument.
+// the name engine.SocketEventName gives, with the EventMessage as its one argument.
 
-// SocketPath is where the emulator serves Socket.IO.
-const SocketPath = "/socket.io"
-
-// SocketNamespace is the Socket.IO namespace of the notifications.
-const SocketNamespace = "/api"
-
-// SocketEventName maps a notification name of the REST long poll to the
-// event name the engine emits on Socket.IO (Types/SocketSettings.js): the
-// process instance events are named OnProcess*, the rest keep their name.
-func SocketEventName(name string) string {
-	if s, ok := socketNames[name]; ok {
-		return s
-	}
-	return name
-}
-
-var socketNames = map[string]string{
-	"process_starting":              "OnProcessStarting",
-	"process_started":               "OnProcessStarted",
-	"process_resumed":               "OnProcessResumed",
-	"process_ended":                 "OnProcessFinished",
-	"process_error":                 "OnProcessError",
-	"process_terminated":            "OnProcessTerminated",
-	"process_instances_deleted":     "OnProcessInstancesDeleted",
-	"process_owner_changed":         "process_instance_owner_changed",
-	"process_is_executable_changed": "process_executable_changed",
-}
+// SocketPath is where the emulator serves Socket.IO (it serves the engine
+// at the root).
+const SocketPath = engine.SocketPath
 
 // sockets is the emulator's Socket.IO server. Events are queued under the
 // emulator's lock and emitted in order by one goroutine, so no emit runs
@@ -81,7 +57,7 @@ func (e *Emulator) newSockets() *sockets {
 	s := &sockets{srv: socket.NewServer(nil, opts), done: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
 	s.handler = s.srv.ServeHandler(nil)
-	s.nsp = s.srv.Of(SocketNamespace, nil)
+	s.nsp = s.srv.Of(engine.SocketNamespace, nil)
 	s.nsp.Use(func(c *socket.Socket, next func(*socket.ExtendedError)) {
 		id, err := e.authenticateToken(c.Handshake().Headers.Header().Get("Authorization"), false)
 		if err == nil {
@@ -133,7 +109,7 @@ func (s *sockets) run() {
 		batch, s.queue = s.queue, batch[:0]
 		s.mu.Unlock()
 		for _, ev := range batch {
-			_ = s.nsp.Emit(SocketEventName(ev.name), ev.msg)
+			_ = s.nsp.Emit(engine.SocketEventName(ev.name), ev.msg)
 		}
 		clear(batch)
 	}

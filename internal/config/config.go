@@ -58,6 +58,28 @@ const (
 	DefaultExtendConcurrency = 64
 )
 
+// Defaults of the event forwarder flags.
+const (
+	DefaultEventsFeed        = "socketio"
+	DefaultEventsDedupWindow = 2 * time.Minute
+	DefaultEventsLeaseTTL    = 6 * time.Second
+	DefaultTopicRefresh      = 30 * time.Second
+)
+
+// validStreamName reports whether n is a JetStream stream or bucket name we
+// accept: letters, digits, '_' and '-'.
+func validStreamName(n string) bool {
+	if n == "" || len(n) > 64 {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // DefaultEvents are the engine notifications forwarded by default.
 var DefaultEvents = []string{
 	"user_task_waiting", "user_task_finished", "user_task_reserved",
@@ -125,13 +147,21 @@ type Settings struct {
 	ReportConcurrency int
 	ExtendConcurrency int
 
+	TopicRefresh time.Duration
+
 	// Service and events
-	Events            List
-	NoService         bool
-	NoEvents          bool
-	RequireUserToken  List
-	MaxInFlight       int
-	MaxBlockingStarts int
+	Events               List
+	NoService            bool
+	NoEvents             bool
+	RequireUserToken     List
+	MaxInFlight          int
+	MaxBlockingStarts    int
+	EventsFeed           string
+	EventsStream         string
+	EventsStreamReplicas int
+	EventsDedupWindow    time.Duration
+	EventsLease          string
+	EventsLeaseTTL       time.Duration
 
 	// Diagnostics (bridge run only)
 	PprofAddr string
@@ -235,7 +265,7 @@ func (s *Settings) RegisterNATSEmbedded(fs *flag.FlagSet) {
 // RegisterPump adds the task pump flags.
 func (s *Settings) RegisterPump(fs *flag.FlagSet) {
 	s.mark("pump")
-	fs.Var(&s.Topics, "topics", "engine topics to bridge, a comma-separated `list`; empty: every deployed topic (refreshed every 30s)")
+	fs.Var(&s.Topics, "topics", "engine topics to bridge, a comma-separated `list`; empty: every deployed topic (see --topic-refresh)")
 	fs.DurationVar(&s.LockDuration, "lock-duration", DefaultLockDuration, "engine lock of each task, renewed ahead of expiry while a handler works (at least 1s)")
 	fs.DurationVar(&s.LongPollTimeout, "long-poll-timeout", DefaultLongPollTimeout, "fetch_and_lock long-poll timeout")
 	fs.IntVar(&s.Window, "window", DefaultWindow, "tasks per topic handed to handlers at once (fetched, handler outcome not yet in); up to another window's worth may be waiting for the engine to accept their outcome")
@@ -248,6 +278,7 @@ func (s *Settings) RegisterPump(fs *flag.FlagSet) {
 	fs.StringVar(&s.WorkerID, "worker-id", "", "engine worker id; empty: pe-bridge-<hostname>-<random>")
 	fs.IntVar(&s.ReportConcurrency, "report-concurrency", DefaultReportConcurrency, "finish/error calls to the engine open at once, over all topics; further outcomes wait in a queue")
 	fs.IntVar(&s.ExtendConcurrency, "extend-concurrency", DefaultExtendConcurrency, "extend_lock calls to the engine open at once, apart from the reports so queued outcomes never delay an extension")
+	fs.DurationVar(&s.TopicRefresh, "topic-refresh", DefaultTopicRefresh, "interval of the periodic re-read of the deployed topics (without --topics); a deployment or a task of an unknown topic triggers one at once")
 }
 
 // RegisterPprof adds --pprof-addr.
@@ -266,6 +297,12 @@ func (s *Settings) RegisterBridge(fs *flag.FlagSet) {
 	fs.Var(&s.RequireUserToken, "require-user-token", "endpoint groups whose requests must carry an end user's token (Pe-User-Token or Authorization: Bearer), else 401: a comma-separated `list` of process, usertask, trigger, or all; empty: a request without a token runs with the bridge's identity")
 	fs.IntVar(&s.MaxInFlight, "max-in-flight", DefaultMaxInFlight, "service requests handled at once, blocking starts apart; beyond it 503 with a retry hint")
 	fs.IntVar(&s.MaxBlockingStarts, "max-blocking-starts", DefaultMaxBlockingStarts, "blocking process starts (returnOn finished or end_event) waiting at once, apart from --max-in-flight; beyond it 503 with a retry hint")
+	fs.StringVar(&s.EventsFeed, "events-feed", DefaultEventsFeed, "how engine events are received: socketio (what the engine's own clients use; a reconnect is announced on pe.event.gap) or poll (REST long polls, loses events between polls; for engines without Socket.IO)")
+	fs.StringVar(&s.EventsStream, "events-stream", "", "JetStream stream NAME on pe.event.> to create or adopt; events are then published with acks and de-duplicated on Nats-Msg-Id; empty: core NATS only")
+	fs.IntVar(&s.EventsStreamReplicas, "events-stream-replicas", 1, "replicas of a stream created by --events-stream (clustered NATS: 3)")
+	fs.DurationVar(&s.EventsDedupWindow, "events-dedup-window", DefaultEventsDedupWindow, "duplicate window of a stream created by --events-stream")
+	fs.StringVar(&s.EventsLease, "events-lease", "", "JetStream KV bucket of the forwarding lease: with several bridge replicas only the holder publishes events, another takes over when it dies; empty: every replica publishes")
+	fs.DurationVar(&s.EventsLeaseTTL, "events-lease-ttl", DefaultEventsLeaseTTL, "how long a lease outlives its holder: the most events may go unpublished when the forwarding replica dies")
 }
 
 // UserTokenGroups returns the service endpoint groups of
@@ -539,7 +576,28 @@ func (s *Settings) Validate() error {
 			add(flagErr("max-blocking-starts", "%d is below 1", s.MaxBlockingStarts))
 		}
 	}
+	if r["pump"] && s.TopicRefresh < time.Second {
+		add(flagErr("topic-refresh", "%s is below 1s", s.TopicRefresh))
+	}
 	if r["bridge"] && !s.NoEvents {
+		if s.EventsFeed != "socketio" && s.EventsFeed != "poll" {
+			add(flagErr("events-feed", "%q is neither socketio nor poll", s.EventsFeed))
+		}
+		if s.EventsStream != "" && !validStreamName(s.EventsStream) {
+			add(flagErr("events-stream", "%q is not a stream name (letters, digits, '_', '-')", s.EventsStream))
+		}
+		if s.EventsLease != "" && !validStreamName(s.EventsLease) {
+			add(flagErr("events-lease", "%q is not a bucket name (letters, digits, '_', '-')", s.EventsLease))
+		}
+		if s.EventsStreamReplicas < 1 || s.EventsStreamReplicas > 5 {
+			add(flagErr("events-stream-replicas", "%d is not between 1 and 5", s.EventsStreamReplicas))
+		}
+		if s.EventsDedupWindow < time.Second {
+			add(flagErr("events-dedup-window", "%s is below 1s", s.EventsDedupWindow))
+		}
+		if s.EventsLeaseTTL < time.Second {
+			add(flagErr("events-lease-ttl", "%s is below 1s", s.EventsLeaseTTL))
+		}
 		for _, e := range s.Events.Values {
 			if _, err := events.TopicToken(e); err != nil || strings.ContainsAny(e, ".*>% ") {
 				add(flagErr("events", "%q is not a notification name (letters, digits, '_', '-')", e))
@@ -720,7 +778,8 @@ func (s *Settings) LogValue() slog.Value {
 			slog.String("content_mode", s.ContentMode),
 			slog.Duration("drain_timeout", s.DrainTimeout),
 			slog.Int("report_concurrency", s.ReportConcurrency),
-			slog.Int("extend_concurrency", s.ExtendConcurrency))
+			slog.Int("extend_concurrency", s.ExtendConcurrency),
+			slog.Duration("topic_refresh", s.TopicRefresh))
 		str("worker_id", s.WorkerID)
 	}
 	if r["pprof"] {
@@ -732,6 +791,15 @@ func (s *Settings) LogValue() slog.Value {
 		str("require_user_token", s.RequireUserToken.String())
 		if !s.NoEvents {
 			str("events", s.Events.String())
+			str("events_feed", s.EventsFeed)
+			str("events_stream", s.EventsStream)
+			str("events_lease", s.EventsLease)
+			if s.EventsStream != "" {
+				a = append(a, slog.Int("events_stream_replicas", s.EventsStreamReplicas), slog.Duration("events_dedup_window", s.EventsDedupWindow))
+			}
+			if s.EventsLease != "" {
+				a = append(a, slog.Duration("events_lease_ttl", s.EventsLeaseTTL))
+			}
 		}
 	}
 	if r["dev"] {

@@ -1,0 +1,215 @@
+package forwarder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zishang520/socket.io/clients/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
+	"golang.org/x/oauth2"
+
+	"github.com/pe-bridge/pe-bridge/engine"
+)
+
+// Defaults of SocketConfig.
+const (
+	DefaultConnectTimeout = 20 * time.Second
+)
+
+// SocketConfig tunes SocketFeed. Zero fields take the documented defaults.
+type SocketConfig struct {
+	// MinBackoff and MaxBackoff bound the exponential, jittered wait
+	// between connection attempts. Defaults DefaultMinBackoff and
+	// DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// ConnectTimeout bounds one connection attempt. Default
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// UserID is sent as the "userId" header, as the official client does.
+	// Default engine.DummyUserID.
+	UserID string
+}
+
+// SocketFeed receives the engine's notifications over Socket.IO, as the
+// engine's own TypeScript client and the Node-RED nodes do (API.md §2.7 b):
+// one connection to namespace "api" at "<engine url path>/socket.io", the
+// token in an "Authorization" header without "Bearer". Nothing is lost
+// while the connection stands; when it drops, SocketFeed reconnects with
+// jittered exponential backoff (a fresh token each time) and reports
+// Sink.Connected(false): what the engine emitted in between is gone.
+type SocketFeed struct {
+	base   *url.URL
+	tokens oauth2.TokenSource
+	cfg    SocketConfig
+	log    *slog.Logger
+
+	onPing func() // tests: called on every Engine.IO ping
+}
+
+// NewSocketFeed builds a Socket.IO feed for the engine at engineURL (the
+// URL the REST client uses, without /atlas_engine/api/v1). tokens gives the
+// engine token (engine.DummyTokenSource() for the dummy token). logger nil
+// discards.
+func NewSocketFeed(engineURL string, tokens oauth2.TokenSource, cfg SocketConfig, logger *slog.Logger) (*SocketFeed, error) {
+	u, err := url.Parse(engineURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("forwarder: engine URL %q is not an http(s) URL", engineURL)
+	}
+	if tokens == nil {
+		return nil, errors.New("forwarder: nil token source")
+	}
+	if cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 || cfg.ConnectTimeout < 0 {
+		return nil, errors.New("forwarder: negative duration")
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.MinBackoff > cfg.MaxBackoff {
+		return nil, errors.New("forwarder: MinBackoff is longer than MaxBackoff")
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.UserID == "" {
+		cfg.UserID = engine.DummyUserID
+	}
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &SocketFeed{base: u, tokens: tokens, cfg: cfg, log: logger}, nil
+}
+
+// Run connects, delivers, and reconnects until ctx is done; then it closes
+// the connection and returns nil.
+func (f *SocketFeed) Run(ctx context.Context, names []string, sink Sink) error {
+	backoff := f.cfg.MinBackoff
+	first := true
+	inOutage := false // logged once when it begins; session logs its end
+	for ctx.Err() == nil {
+		connected, err := f.session(ctx, names, sink, first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case connected:
+			first = false
+			backoff = f.cfg.MinBackoff
+			inOutage = true
+			f.log.Warn("forwarder: engine event connection lost; reconnecting", "error", err)
+		case !inOutage:
+			inOutage = true
+			f.log.Warn("forwarder: cannot connect to the engine's Socket.IO endpoint; retrying", "error", err)
+		default:
+			f.log.Debug("forwarder: engine event connection attempt failed", "error", err)
+		}
+		if !sleep(ctx, jitter(backoff)) {
+			return nil
+		}
+		backoff = min(backoff*2, f.cfg.MaxBackoff)
+	}
+	return nil
+}
+
+// session runs one connection. connected reports whether it was
+// established; err says why it ended.
+func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, first bool) (connected bool, err error) {
+	tok, err := f.tokens.Token()
+	if err != nil {
+		return false, fmt.Errorf("getting an engine token: %w", err)
+	}
+	opts := socket.DefaultOptions()
+	opts.SetPath(strings.TrimSuffix(f.base.Path, "/") + engine.SocketPath)
+	opts.SetReconnection(false) // Run reconnects, with a fresh token
+	opts.SetAutoConnect(false)
+	opts.SetForceNew(true)
+	opts.SetTimeout(f.cfg.ConnectTimeout)
+	opts.SetTransports(types.NewSet(socket.Polling, socket.WebSocket))
+	opts.SetExtraHeaders(http.Header{"Authorization": {tok.AccessToken}, "userId": {f.cfg.UserID}})
+	origin := f.base.Scheme + "://" + f.base.Host
+	mgr := socket.NewManager(origin, opts)
+	s := mgr.Socket(engine.SocketNamespace, opts)
+
+	var (
+		once  sync.Once
+		ended = make(chan error, 1)
+		up    = make(chan struct{})
+		upped sync.Once
+		mu    sync.Mutex // serialises the sink calls of this connection
+	)
+	end := func(err error) { once.Do(func() { ended <- err }) }
+	_ = s.On("connect", func(...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		upped.Do(func() {
+			close(up)
+			sink.Connected(first)
+		})
+	})
+	_ = s.On("connect_error", func(args ...any) { end(fmt.Errorf("connecting: %v", argErr(args))) })
+	_ = s.On("disconnect", func(args ...any) { end(fmt.Errorf("disconnected: %v", argErr(args))) })
+	if f.onPing != nil {
+		_ = mgr.On("ping", func(...any) { f.onPing() })
+	}
+	for _, name := range names {
+		_ = s.On(types.EventName(engine.SocketEventName(name)), func(args ...any) {
+			if len(args) == 0 {
+				return
+			}
+			body, err := json.Marshal(args[0])
+			if err != nil {
+				f.log.Warn("forwarder: encoding engine event", "event", name, "error", err)
+				return
+			}
+			var m engine.EventMessage
+			if err := json.Unmarshal(body, &m); err != nil {
+				f.log.Warn("forwarder: decoding engine event", "event", name, "error", err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			sink.Event(name, m, body)
+		})
+	}
+	s.Connect()
+	defer func() {
+		s.Disconnect()
+	}()
+	select {
+	case <-ctx.Done():
+		return false, nil
+	case err := <-ended:
+		select {
+		case <-up:
+			return true, err
+		default:
+			return false, err
+		}
+	case <-up:
+	}
+	f.log.Info("forwarder: receiving engine events over Socket.IO", "engine_url", origin+f.base.Path)
+	select {
+	case <-ctx.Done():
+		return true, nil
+	case err := <-ended:
+		return true, err
+	}
+}
+
+func argErr(args []any) any {
+	if len(args) == 0 {
+		return "no reason"
+	}
+	return args[0]
+}
