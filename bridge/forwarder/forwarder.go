@@ -402,7 +402,11 @@ func (f *Forwarder) setGap(reason string) {
 func (f *Forwarder) flushGap() {
 	ev := GapCloudEvent(f.cfg.Source, f.pendGap, f.now())
 	if f.publish(events.EventPrefix+GapEvent, ev) {
-		f.log.Info("forwarder: announced a possible gap in engine events", "reason", f.pendGap, "ce_id", ev.ID)
+		lvl := slog.LevelInfo
+		if f.pendGap == GapStart {
+			lvl = slog.LevelDebug
+		}
+		f.log.Log(context.Background(), lvl, "forwarder: announced a possible gap in engine events", "reason", f.pendGap, "ce_id", ev.ID)
 		f.pendGap = ""
 	}
 }

@@ -67,15 +67,13 @@ func (e *Emulator) newSockets() *sockets {
 			next(socket.NewExtendedError(err.Body.Message, map[string]any{"code": err.Status}))
 			return
 		}
-		next(nil)
-	})
-	_ = s.nsp.On("connection", func(args ...any) {
-		c, ok := args[0].(*socket.Socket)
-		if !ok {
-			return
-		}
+		// Counted before the client learns it is connected, so no event
+		// after its "connect" is dropped for want of listeners. (A socket
+		// that fails after this point stays counted: events are then built
+		// for nobody, which costs only time.)
 		s.clients.Add(1)
 		_ = c.On("disconnect", func(...any) { s.clients.Add(-1) })
+		next(nil)
 	})
 	go s.run()
 	return s
