@@ -127,7 +127,7 @@ func (l *Lease) Run(ctx context.Context) error {
 	tick := time.NewTicker(l.cfg.TTL / 3)
 	defer tick.Stop()
 	for {
-		l.attempt(ctx)
+		l.Claim(ctx)
 		select {
 		case <-ctx.Done():
 			l.release()
@@ -135,6 +135,13 @@ func (l *Lease) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// Claim makes one attempt to take or renew the lease (Run does this every
+// TTL/3) and reports whether this replica holds it.
+func (l *Lease) Claim(ctx context.Context) bool {
+	l.attempt(ctx)
+	return l.Leading()
 }
 
 func (l *Lease) attempt(ctx context.Context) {
