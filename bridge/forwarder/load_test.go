@@ -166,7 +166,6 @@ func BenchmarkForwardedEvents(b *testing.B) {
 	b.ReportMetric(float64(400*b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
-
 // TestPollFallbackLoss measures what the long-poll fallback loses under the
 // same load (it is documented as lossy; this records the figure, the
 // "before" of issue 12). Skipped with -short.
