@@ -40,7 +40,7 @@ const (
 const (
 	DefaultSource          = "pe-bridge"
 	DefaultQueueSize       = 4096
-	DefaultPublishAttempts = 5
+	DefaultPublishAttempts = 10
 )
 
 // HeaderMsgID is the NATS header JetStream de-duplicates on; it carries the
@@ -65,7 +65,9 @@ type Config struct {
 	// is full the feed waits (backpressure). Default DefaultQueueSize.
 	QueueSize int
 	// PublishAttempts is how often one publish is tried (with backoff from
-	// 50ms) before the event is dropped and a gap announced. Default
+	// 50ms doubling to 1s: 10 attempts span about 5.5s, longer than a
+	// JetStream leader election) before the event is dropped and a gap
+	// announced. Default
 	// DefaultPublishAttempts.
 	PublishAttempts int
 	// OnDeploy, when set, is called (from one goroutine, coalesced) when
@@ -151,6 +153,8 @@ type Forwarder struct {
 	follower bool   // Leader said no since the last published event
 	pendGap  string // a gap to announce before the next event ("" none)
 
+	stopping chan struct{} // closed when Run begins to stop: no more publish retries
+
 	mu      sync.Mutex
 	running bool
 	closeCh chan struct{}
@@ -184,11 +188,12 @@ func New(feed Feed, pub message.Publisher, cfg Config, logger *slog.Logger) (*Fo
 	cfg = cfg.withDefaults()
 	f := &Forwarder{
 		feed: feed, pub: pub, cfg: cfg, log: logger, now: time.Now,
-		forward: map[string]bool{},
-		queue:   make(chan item, cfg.QueueSize),
-		deploy:  make(chan struct{}, 1),
-		topics:  map[string]bool{},
-		closeCh: make(chan struct{}), done: make(chan struct{}),
+		forward:  map[string]bool{},
+		queue:    make(chan item, cfg.QueueSize),
+		deploy:   make(chan struct{}, 1),
+		topics:   map[string]bool{},
+		stopping: make(chan struct{}),
+		closeCh:  make(chan struct{}), done: make(chan struct{}),
 	}
 	for _, n := range cfg.Events {
 		f.forward[n] = true
@@ -214,8 +219,8 @@ func (f *Forwarder) subscribed() []string {
 }
 
 // Run receives and publishes until ctx is done or Close is called; it then
-// stops the feed at once, publishes what was already received and returns
-// nil. Run may be called once.
+// stops the feed at once, makes one publish attempt for each event already
+// received and returns nil. Run may be called once.
 func (f *Forwarder) Run(ctx context.Context) error {
 	f.mu.Lock()
 	if f.running {
@@ -255,8 +260,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
+		close(f.stopping)
 	case <-f.closeCh:
-	case <-feedDone:
+		close(f.stopping)
+	case <-feedDone: // the feed gave up: publish what it delivered
 	}
 	cancel()
 	wg.Wait()
@@ -428,7 +435,7 @@ func (f *Forwarder) publish(subject string, ev *events.Event) bool {
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
-		case <-f.closeCh:
+		case <-f.stopping:
 			t.Stop()
 			return false
 		}

@@ -1,0 +1,209 @@
+package forwarder_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pe-bridge/pe-bridge/bridge/forwarder"
+	"github.com/pe-bridge/pe-bridge/engine"
+	"github.com/pe-bridge/pe-bridge/engine/emulator"
+	"github.com/pe-bridge/pe-bridge/events"
+)
+
+const (
+	testStream = "PE_EVENTS"
+	testBucket = "pe_leases"
+)
+
+// replica is one bridge replica: its own NATS connection, lease and
+// forwarder (publishing with JetStream acks when stream is set).
+type replica struct {
+	name  string
+	nc    *nats.Conn
+	lease *forwarder.Lease
+	obs   *counter
+	stop  func()
+}
+
+func startReplica(t testing.TB, eng *engineWorld, url, name string, ttl time.Duration, stream bool, opts ...nats.Option) *replica {
+	t.Helper()
+	nc := connect(t, url, opts...)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := forwarder.NewLease(ctx, js, forwarder.LeaseConfig{Bucket: testBucket, Key: forwarder.LeaseKey(eng.url), Holder: name, TTL: ttl}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Claim(ctx) // the first replica started takes it
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	_, obs, stop := runForwarder(t, eng, nc, fwdOpts{stream: stream, natsConn: nc,
+		cfg: forwarder.Config{Events: []string{"process_started", "process_ended"}, Leader: l}})
+	return &replica{name: name, nc: nc, lease: l, obs: obs, stop: stop}
+}
+
+// streamTally counts the ce-ids of the process events stored in the stream.
+func streamTally(t testing.TB, nc *nats.Conn) tally {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tally{}
+	for read := uint64(0); read < info.State.Msgs; {
+		batch, err := c.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			read++
+			if subj := m.Subject(); subj == events.EventPrefix+"process_started" || subj == events.EventPrefix+"process_ended" {
+				got[m.Headers().Get(forwarder.HeaderMsgID)]++
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			t.Fatal(err)
+		}
+	}
+	return got
+}
+
+// leaderOf returns the replica that holds the lease.
+func leaderOf(t testing.TB, rs []*replica) *replica {
+	t.Helper()
+	var l *replica
+	for _, r := range rs {
+		if r.lease.Leading() {
+			if l != nil {
+				t.Fatalf("%s and %s both hold the lease", l.name, r.name)
+			}
+			l = r
+		}
+	}
+	if l == nil {
+		t.Fatal("no replica holds the lease")
+	}
+	return l
+}
+
+// TestReplicasPublishOnce: three bridge replicas on one engine, a
+// 500 starts/s load: every event exactly once in the stream and on a plain
+// subscription. Then the forwarding replica dies (its NATS connection is
+// cut): another takes over within the lease TTL + TTL/3, announces a
+// takeover gap, and from then on every event is again there exactly once.
+func TestReplicasPublishOnce(t *testing.T) {
+	n := loadInstances()
+	const ttl = 1500 * time.Millisecond
+	eng := newEngine(t, emulator.Config{})
+	ns, nc := startNATS(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forwarder.EnsureStream(context.Background(), js, forwarder.StreamConfig{Name: testStream}); err != nil {
+		t.Fatal(err)
+	}
+	in := subscribe(t, nc)
+	var rs []*replica
+	for i := range 3 {
+		rs = append(rs, startReplica(t, eng, ns.ClientURL(), fmt.Sprintf("replica-%d", i), ttl, true))
+	}
+	first := leaderOf(t, rs)
+	if r := in.gap(t); r != forwarder.GapStart {
+		t.Fatalf("gap %q", r)
+	}
+
+	ids, rate := startPaced(t, eng.client, "direct", n, 500)
+	plain := collect(in.ch, 2*n, 10*time.Second)
+	lost, dups, missing := plain.check(ids)
+	t.Logf("3 replicas, %d instances at %.0f/s: plain subscription %d of %d lost, %d duplicates", n, rate, lost, 2*n, dups)
+	if lost != 0 || dups != 0 {
+		t.Fatalf("plain: lost %d (%v), duplicates %d", lost, missing, dups)
+	}
+
+	// The forwarding replica dies.
+	killed := time.Now()
+	first.nc.Close()
+	var pi string
+	for {
+		res, err := eng.client.StartProcess(context.Background(), engine.ProcessStartRequest{ProcessModelID: "direct"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.has(t, "process_started", res.ProcessInstanceID) { // has waits up to 1s
+			pi = res.ProcessInstanceID
+			break
+		}
+		if time.Since(killed) > 10*time.Second {
+			t.Fatal("no replica took over within 10s")
+		}
+	}
+	takeover := time.Since(killed)
+	second := leaderOf(t, rs)
+	t.Logf("%s died; %s forwards again %s later (lease TTL %s; bound TTL+TTL/3+1s poll)", first.name, second.name, takeover.Round(time.Millisecond), ttl)
+	if second == first || takeover > ttl+ttl/3+time.Second+500*time.Millisecond {
+		t.Fatalf("takeover by %s after %s", second.name, takeover)
+	}
+	if r := in.gap(t); r != forwarder.GapTakeover {
+		t.Fatalf("gap after the takeover %q, want %q", r, forwarder.GapTakeover)
+	}
+	in.seen = nil
+	drain(in.ch) // process_ended of pi and of the lost instances
+
+	ids2, rate := startPaced(t, eng.client, "direct", n, 500)
+	plain = collect(in.ch, 2*n, 10*time.Second)
+	lost, dups, missing = plain.check(ids2)
+	t.Logf("after the takeover, %d instances at %.0f/s: plain %d of %d lost, %d duplicates", n, rate, lost, 2*n, dups)
+	if lost != 0 || dups != 0 {
+		t.Fatalf("plain after takeover: lost %d (%v), duplicates %d", lost, missing, dups)
+	}
+
+	stored := streamTally(t, nc)
+	for phase, list := range map[string][]string{"before the kill": ids, "after the takeover": ids2} {
+		lost, dups, missing := stored.check(list)
+		t.Logf("stream, %s: %d of %d lost, %d duplicates", phase, lost, 2*len(list), dups)
+		if lost != 0 || dups != 0 {
+			t.Fatalf("stream %s: lost %d (%v), duplicates %d", phase, lost, missing, dups)
+		}
+	}
+	if _, dups, _ := stored.check([]string{pi}); dups != 0 {
+		t.Fatalf("first event after the takeover stored %d extra times", dups)
+	}
+}
+
+func drain(ch <-chan *nats.Msg) {
+	for {
+		select {
+		case <-ch:
+		case <-time.After(300 * time.Millisecond):
+			return
+		}
+	}
+}
