@@ -67,8 +67,7 @@ type Config struct {
 	// PublishAttempts is how often one publish is tried (with backoff from
 	// 50ms doubling to 1s: 10 attempts span about 5.5s, longer than a
 	// JetStream leader election) before the event is dropped and a gap
-	// announced. Default
-	// DefaultPublishAttempts.
+	// announced. Default DefaultPublishAttempts.
 	PublishAttempts int
 	// OnDeploy, when set, is called (from one goroutine, coalesced) when
 	// the engine reports process_deployed or an external_task_created for

@@ -80,7 +80,7 @@ func streamTally(t testing.TB, nc *nats.Conn) tally {
 	for read := uint64(0); read < info.State.Msgs; {
 		batch, err := c.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("fetching from the stream after %d of %d messages: %v", read, info.State.Msgs, err)
 		}
 		for m := range batch.Messages() {
 			read++
@@ -89,7 +89,7 @@ func streamTally(t testing.TB, nc *nats.Conn) tally {
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			t.Fatal(err)
+			t.Fatalf("fetching from the stream after %d of %d messages: %v", read, info.State.Msgs, err)
 		}
 	}
 	return got
@@ -119,7 +119,7 @@ func leaderOf(t testing.TB, rs []*replica) *replica {
 // cut): another takes over within the lease TTL + TTL/3, announces a
 // takeover gap, and from then on every event is again there exactly once.
 func TestReplicasPublishOnce(t *testing.T) {
-	n := loadInstances()
+	n := loadInstances() / 2 // per phase: 1,025 instances (100 with -short)
 	const ttl = 1500 * time.Millisecond
 	eng := newEngine(t, emulator.Config{})
 	ns, nc := startNATS(t)
