@@ -137,6 +137,9 @@ func collect(t *testing.T) codeNames {
 		c.required[v] = from
 		c.headers = append(c.headers, v)
 	}
+	c.events = append(c.events, forwarder.GapEvent) // published by the forwarder itself
+	c.required[events.EventPrefix+forwarder.GapEvent] = "forwarder.GapEvent"
+	c.required[events.EventType(forwarder.GapEvent)] = "forwarder.GapEvent"
 	c.required[service.DefaultQueueGroup] = "service.DefaultQueueGroup"
 	c.required[bridge.DefaultFailureErrorCode] = "bridge.DefaultFailureErrorCode"
 	return c
