@@ -26,7 +26,9 @@ in memory, for development and tests. It is not the ProcessCube engine: it execu
 useful subset of BPMN (start/end events, external service tasks, user tasks, exclusive
 and parallel gateways, message and signal catch events, error and timer boundary events,
 terminate) so that any ProcessCube client (TypeScript, Python, .NET, the bridge) can be
-run and tested without an engine. State is lost when it stops.
+run and tested without an engine. Notifications come as REST long polls and, as the
+engine pushes them, over Socket.IO (namespace api, path /socket.io). State is lost when
+it stops.
 
 Without --models it deploys the embedded sample models (hello_world, approval, ...).
 The dummy token (anonymous root access) is accepted unless --deny-anonymous is given.
