@@ -116,6 +116,9 @@ func TestFlagDefaultsMatchParts(t *testing.T) {
 	eq("max-in-flight", config.DefaultMaxInFlight, service.DefaultMaxInFlight)
 	eq("max-blocking-starts", config.DefaultMaxBlockingStarts, service.DefaultMaxBlockingStarts)
 	eq("require-user-token groups", strings.Join(config.UserTokenGroups, ","), strings.Join(service.Groups, ","))
+	eq("topic-refresh", config.DefaultTopicRefresh, bridge.DefaultTopicRefresh)
+	eq("events-dedup-window", config.DefaultEventsDedupWindow, forwarder.DefaultDuplicateWindow)
+	eq("events-lease-ttl", config.DefaultEventsLeaseTTL, forwarder.DefaultLeaseTTL)
 }
 
 func TestEmulatorFaultFlags(t *testing.T) {

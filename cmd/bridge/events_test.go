@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pe-bridge/pe-bridge/bridge/forwarder"
+	"github.com/pe-bridge/pe-bridge/engine"
+	"github.com/pe-bridge/pe-bridge/engine/emulator"
+	"github.com/pe-bridge/pe-bridge/events"
+)
+
+// Two `bridge run` replicas with --events-stream and --events-lease: the
+// stream is created, and each instance's process_started and process_ended
+// are stored exactly once (one replica publishes), also on a plain
+// subscription.
+func TestRunEventsStreamAndLease(t *testing.T) {
+	emu, engineURL := testEngine(t, emulator.Config{})
+	ns := testNATS(t)
+	nc := connect(t, ns.ClientURL())
+	sub, err := nc.QueueSubscribe("pe.task.SampleExternalTask", "h", func(m *nats.Msg) { _ = m.Respond([]byte(`{}`)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	plain := make(chan *nats.Msg, 1024)
+	psub, err := nc.ChanSubscribe(events.EventPrefix+">", plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer psub.Unsubscribe()
+	var ps []*proc
+	for range 2 {
+		p := startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-url", ns.ClientURL(),
+			"--events-stream", "PE_EVENTS", "--events-lease", "pe_leases", "--events", "process_started,process_ended",
+			"--topic-refresh", "5s")
+		p.waitLine("bridge ready", 20*time.Second)
+		ps = append(ps, p)
+	}
+	// The lease holder's start gap marks that events flow.
+	select {
+	case m := <-plain:
+		if m.Subject != events.EventPrefix+forwarder.GapEvent {
+			t.Fatalf("first event on %s, want the start gap", m.Subject)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no start gap from the lease holder")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var ids []string
+	for range 20 {
+		resp, err := emu.Start(ctx, engine.ProcessStartRequest{ProcessModelID: "hello_world", ReturnOn: engine.ReturnOnFinished})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, resp.ProcessInstanceID)
+	}
+	want := map[string]bool{}
+	for _, pi := range ids {
+		want[forwarder.EventID("process_started", engine.EventMessage{ProcessInstanceID: pi})] = true
+		want[forwarder.EventID("process_ended", engine.EventMessage{ProcessInstanceID: pi})] = true
+	}
+	count := func(next func() (string, bool)) map[string]int {
+		got := map[string]int{}
+		for {
+			id, ok := next()
+			if !ok {
+				return got
+			}
+			if want[id] {
+				got[id]++
+			}
+		}
+	}
+	onPlain := count(func() (string, bool) {
+		select {
+		case m := <-plain:
+			return m.Header.Get(events.HeaderID), true
+		case <-time.After(time.Second):
+			return "", false
+		}
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.OrderedConsumer(ctx, "PE_EVENTS", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("the stream: %v", err)
+	}
+	inStream := count(func() (string, bool) {
+		m, err := c.Next(jetstream.FetchMaxWait(time.Second))
+		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+			return "", false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Headers().Get(forwarder.HeaderMsgID), true
+	})
+	for what, got := range map[string]map[string]int{"plain subscription": onPlain, "stream": inStream} {
+		for id := range want {
+			if got[id] != 1 {
+				t.Errorf("%s: %s seen %d times, want once", what, id, got[id])
+			}
+		}
+	}
+	for _, p := range ps {
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(30 * time.Second); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+	}
+}
