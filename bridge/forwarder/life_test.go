@@ -3,6 +3,7 @@ package forwarder_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/oauth2"
 
 	"github.com/pe-bridge/pe-bridge/bridge/forwarder"
 	"github.com/pe-bridge/pe-bridge/bridge/service"
@@ -615,4 +617,65 @@ func ExampleEventID() {
 	// Output:
 	// user_task_waiting/f1
 	// process_ended/p1
+}
+
+// refresher hands out a refused token first; Refresh replaces it.
+type refresher struct {
+	mu        sync.Mutex
+	tok       string
+	refreshes int
+}
+
+func (r *refresher) Token() (*oauth2.Token, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return &oauth2.Token{AccessToken: r.tok}, nil
+}
+
+func (r *refresher) Refresh(*oauth2.Token) (*oauth2.Token, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refreshes++
+	r.tok = "good"
+	return &oauth2.Token{AccessToken: r.tok}, nil
+}
+
+// TestSocketRefusedTokenRefreshed: the engine refuses the handshake's
+// token; the feed asks its engine.TokenRefresher for a new one and connects.
+func TestSocketRefusedTokenRefreshed(t *testing.T) {
+	eng := newEngine(t, emulator.Config{DenyAnonymous: true, Verify: func(tok string) (emulator.Identity, error) {
+		if tok != "good" {
+			return emulator.Identity{}, errors.New("token expired")
+		}
+		return emulator.Identity{UserID: "bridge", Scopes: []string{emulator.ScopeObserver}}, nil
+	}})
+	_, nc := startNATS(t)
+	in := subscribe(t, nc)
+	r := &refresher{tok: "stale"}
+	feed, err := forwarder.NewSocketFeed(eng.url, r, forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := forwarder.NewPublisher(nc, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := forwarder.New(feed, pub, forwarder.Config{Source: "test-bridge"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(context.Background()) }()
+	defer func() {
+		f.Close()
+		<-done
+	}()
+	if g := in.gap(t); g != forwarder.GapStart {
+		t.Fatalf("gap %q", g)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.refreshes != 1 {
+		t.Fatalf("%d refreshes, want 1", r.refreshes)
+	}
 }

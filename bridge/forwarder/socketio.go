@@ -102,6 +102,10 @@ func (f *SocketFeed) Run(ctx context.Context, names []string, sink Sink) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			f.refreshToken(refused.token)
+		}
 		switch {
 		case connected:
 			first = false
@@ -157,7 +161,13 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 			sink.Connected(first)
 		})
 	})
-	_ = s.On("connect_error", func(args ...any) { end(fmt.Errorf("connecting: %v", argErr(args))) })
+	_ = s.On("connect_error", func(args ...any) {
+		if isAuthRefusal(args) {
+			end(&refusedError{token: tok, reason: argErr(args)})
+			return
+		}
+		end(fmt.Errorf("connecting: %v", argErr(args)))
+	})
 	_ = s.On("disconnect", func(args ...any) { end(fmt.Errorf("disconnected: %v", argErr(args))) })
 	if f.onPing != nil {
 		_ = mgr.On("ping", func(...any) { f.onPing() })
@@ -204,6 +214,46 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 		return true, nil
 	case err := <-ended:
 		return true, err
+	}
+}
+
+// refusedError: the engine refused the handshake's token.
+type refusedError struct {
+	token  *oauth2.Token
+	reason any
+}
+
+func (e *refusedError) Error() string { return fmt.Sprintf("the engine refused the token: %v", e.reason) }
+
+// isAuthRefusal reports whether a connect_error is the namespace middleware
+// refusing the token (data.code 401), not a transport failure.
+func isAuthRefusal(args []any) bool {
+	if len(args) == 0 {
+		return false
+	}
+	e, ok := args[0].(*types.ExtendedError)
+	if !ok {
+		return false
+	}
+	m, _ := e.Data.(map[string]any)
+	switch c := m["code"].(type) {
+	case float64:
+		return c == 401
+	case int:
+		return c == 401
+	case int64:
+		return c == 401
+	}
+	return false
+}
+
+// refreshToken replaces a refused token when the source can
+// (engine.TokenRefresher), so the next attempt does not send it again.
+func (f *SocketFeed) refreshToken(stale *oauth2.Token) {
+	if r, ok := f.tokens.(engine.TokenRefresher); ok {
+		if _, err := r.Refresh(stale); err != nil {
+			f.log.Debug("forwarder: refreshing the engine token", "error", err)
+		}
 	}
 }
 
