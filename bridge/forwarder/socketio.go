@@ -223,7 +223,9 @@ type refusedError struct {
 	reason any
 }
 
-func (e *refusedError) Error() string { return fmt.Sprintf("the engine refused the token: %v", e.reason) }
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("the engine refused the token: %v", e.reason)
+}
 
 // isAuthRefusal reports whether a connect_error is the namespace middleware
 // refusing the token (data.code 401), not a transport failure.
