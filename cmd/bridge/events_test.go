@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pe-bridge/pe-bridge/bridge"
 	"github.com/pe-bridge/pe-bridge/bridge/forwarder"
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
@@ -117,5 +118,73 @@ func TestRunEventsStreamAndLease(t *testing.T) {
 		if code := p.wait(30 * time.Second); code != 0 {
 			t.Fatalf("exit %d", code)
 		}
+	}
+}
+
+const lateModel = `<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="Definitions_late" targetNamespace="http://bpmn.io/schema/bpmn">
+  <bpmn:process id="late" isExecutable="true">
+    <bpmn:startEvent id="S"><bpmn:outgoing>F1</bpmn:outgoing></bpmn:startEvent>
+    <bpmn:sequenceFlow id="F1" sourceRef="S" targetRef="T" />
+    <bpmn:serviceTask id="T" camunda:type="external" camunda:topic="LateTopic"><bpmn:incoming>F1</bpmn:incoming><bpmn:outgoing>F2</bpmn:outgoing></bpmn:serviceTask>
+    <bpmn:sequenceFlow id="F2" sourceRef="T" targetRef="E" />
+    <bpmn:endEvent id="E"><bpmn:incoming>F2</bpmn:incoming></bpmn:endEvent>
+  </bpmn:process>
+</bpmn:definitions>`
+
+// A model deployed after the bridge started has its first task on NATS
+// within 2 s: the process_deployed event makes the pump re-read the topics
+// at once (the periodic refresh is set to an hour here, so only the event
+// can do it).
+func TestRunDeployedModelServedWithin2s(t *testing.T) {
+	if _, ok := any(new(bridge.Pump)).(interface{ RefreshTopics() }); !ok {
+		t.Skip("needs bridge.Pump.RefreshTopics (issue 12 item 5; lands with the pump's life-cycle work)")
+	}
+	emu, engineURL := testEngine(t, emulator.Config{})
+	ns := testNATS(t)
+	nc := connect(t, ns.ClientURL())
+	tasks := make(chan time.Time, 4)
+	sub, err := nc.Subscribe("pe.task.LateTopic", func(m *nats.Msg) {
+		tasks <- time.Now()
+		_ = m.Respond([]byte(`{}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	gaps := make(chan *nats.Msg, 4)
+	gsub, err := nc.ChanSubscribe(events.EventPrefix+forwarder.GapEvent, gaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gsub.Unsubscribe()
+	p := startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-url", ns.ClientURL(), "--topic-refresh", "1h")
+	p.waitLine("bridge ready", 20*time.Second)
+	select {
+	case <-gaps: // the forwarder receives engine events
+	case <-time.After(20 * time.Second):
+		t.Fatal("the forwarder did not connect to the engine")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	deployed := time.Now()
+	if _, err := emu.Deploy([]byte(lateModel)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := emu.Start(ctx, engine.ProcessStartRequest{ProcessModelID: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-tasks:
+		t.Logf("first task of the model deployed after start on NATS %s after the deployment", at.Sub(deployed).Round(time.Millisecond))
+		if d := at.Sub(deployed); d > 2*time.Second {
+			t.Fatalf("first task after %s, want within 2s", d)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no task of the model deployed after start within 2s")
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 }
