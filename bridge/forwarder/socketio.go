@@ -139,7 +139,12 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 	opts.SetAutoConnect(false)
 	opts.SetForceNew(true)
 	opts.SetTimeout(f.cfg.ConnectTimeout)
-	opts.SetTransports(types.NewSet(socket.Polling, socket.WebSocket))
+	// WebSocket first (the headers travel on its upgrade request), HTTP
+	// long-polling when that fails. Starting with polling and upgrading, as
+	// browsers must, leaves the polling transport's idle keep-alive
+	// connection behind on every reconnect (socket.io clients/engine v3.0.6).
+	opts.SetTransports(types.NewSet(socket.WebSocket, socket.Polling))
+	opts.SetTryAllTransports(true)
 	opts.SetExtraHeaders(http.Header{"Authorization": {tok.AccessToken}, "userId": {f.cfg.UserID}})
 	origin := f.base.Scheme + "://" + f.base.Host
 	mgr := socket.NewManager(origin, opts)
