@@ -679,3 +679,47 @@ func TestSocketRefusedTokenRefreshed(t *testing.T) {
 		t.Fatalf("%d refreshes, want 1", r.refreshes)
 	}
 }
+
+// TestSocketFallsBackToPolling: where WebSocket upgrades are refused (a
+// proxy that does not pass them), the feed connects with HTTP long-polling
+// and events still arrive.
+func TestSocketFallsBackToPolling(t *testing.T) {
+	emu, err := emulator.New(emulator.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := emu.Deploy([]byte(directModel)); err != nil {
+		t.Fatal(err)
+	}
+	var wsRefused atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("transport") == "websocket" {
+			wsRefused.Add(1)
+			http.Error(rw, "no websockets here", http.StatusBadRequest)
+			return
+		}
+		emu.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(func() { _ = emu.Close(); srv.Close() })
+	client, err := engine.NewClient(srv.URL, engine.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	eng := &engineWorld{emu: emu, url: srv.URL, client: client}
+	_, nc := startNATS(t)
+	in := subscribe(t, nc)
+	runForwarder(t, eng, nc, fwdOpts{})
+	if r := in.gap(t); r != forwarder.GapStart {
+		t.Fatalf("gap %q", r)
+	}
+	res, err := client.StartProcess(context.Background(), engine.ProcessStartRequest{ProcessModelID: "direct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.expect(t, "process_started", res.ProcessInstanceID)
+	in.expect(t, "process_ended", res.ProcessInstanceID)
+	if wsRefused.Load() == 0 {
+		t.Fatal("the feed never tried WebSocket")
+	}
+}
