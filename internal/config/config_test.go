@@ -49,6 +49,10 @@ func TestDefaults(t *testing.T) {
 		len(s.Topics.Values) != 0 || s.LogFormat != "text" || s.LogLevel != "info" {
 		t.Fatalf("unexpected defaults: %v", s)
 	}
+	if s.TopicRefresh != 30*time.Second || s.EventsFeed != "socketio" || s.EventsStream != "" || s.EventsLease != "" ||
+		s.EventsStreamReplicas != 1 || s.EventsDedupWindow != 2*time.Minute || s.EventsLeaseTTL != 6*time.Second {
+		t.Fatalf("unexpected event defaults: %v", s)
+	}
 }
 
 func TestPrecedenceFlagEnvFile(t *testing.T) {
@@ -156,6 +160,13 @@ func TestValidationNamesFlag(t *testing.T) {
 		{[]string{"--engine-url", "http://e", "--require-user-token", "usertask,everything"}, "require-user-token"},
 		{[]string{"--engine-url", "http://e", "--max-in-flight", "0"}, "max-in-flight"},
 		{[]string{"--engine-url", "http://e", "--max-blocking-starts", "-1"}, "max-blocking-starts"},
+		{[]string{"--engine-url", "http://e", "--topic-refresh", "10ms"}, "topic-refresh"},
+		{[]string{"--engine-url", "http://e", "--events-feed", "sse"}, "events-feed"},
+		{[]string{"--engine-url", "http://e", "--events-stream", "pe.events"}, "events-stream"},
+		{[]string{"--engine-url", "http://e", "--events-lease", "a b"}, "events-lease"},
+		{[]string{"--engine-url", "http://e", "--events-stream-replicas", "7"}, "events-stream-replicas"},
+		{[]string{"--engine-url", "http://e", "--events-dedup-window", "1ms"}, "events-dedup-window"},
+		{[]string{"--engine-url", "http://e", "--events-lease-ttl", "0s"}, "events-lease-ttl"},
 	}
 	for _, c := range cases {
 		s, fs := runSettings()
