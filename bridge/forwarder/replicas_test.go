@@ -206,3 +206,43 @@ func drain(ch <-chan *nats.Msg) {
 		}
 	}
 }
+
+// TestReplicasWithoutLeaseStoreOnce: three replicas without a lease each
+// publish every event; the stream stores each once (Nats-Msg-Id = ce-id
+// within the duplicate window), plain subscribers see three copies with
+// one ce-id.
+func TestReplicasWithoutLeaseStoreOnce(t *testing.T) {
+	const n = 200
+	eng := newEngine(t, emulator.Config{})
+	ns, nc := startNATS(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forwarder.EnsureStream(context.Background(), js, forwarder.StreamConfig{Name: testStream}); err != nil {
+		t.Fatal(err)
+	}
+	in := subscribe(t, nc)
+	for range 3 {
+		rnc := connect(t, ns.ClientURL())
+		runForwarder(t, eng, rnc, fwdOpts{stream: true, cfg: forwarder.Config{Events: []string{"process_started", "process_ended"}}})
+	}
+	for range 3 {
+		if r := in.gap(t); r != forwarder.GapStart {
+			t.Fatalf("gap %q", r)
+		}
+	}
+	ids, _ := startPaced(t, eng.client, "direct", n, 500)
+	plain := collect(in.ch, 3*2*n, 10*time.Second)
+	lost, dups, _ := plain.check(ids)
+	if lost != 0 || dups != 2*2*n {
+		t.Fatalf("plain: lost %d, duplicates %d, want 0 and %d (two extra copies each)", lost, dups, 2*2*n)
+	}
+	stored := streamTally(t, nc)
+	lost, dups, missing := stored.check(ids)
+	t.Logf("3 replicas without a lease, %d instances: plain subscribers got 3 copies of each event; the stream stored %d of %d once (%d lost, %d duplicates)",
+		n, 2*n-lost, 2*n, lost, dups)
+	if lost != 0 || dups != 0 {
+		t.Fatalf("stream: lost %d (%v), duplicates %d", lost, missing, dups)
+	}
+}
