@@ -107,10 +107,21 @@ func (s *sockets) run() {
 		batch, s.queue = s.queue, batch[:0]
 		s.mu.Unlock()
 		for _, ev := range batch {
-			_ = s.nsp.Emit(engine.SocketEventName(ev.name), ev.msg)
+			_ = s.nsp.Emit(engine.SocketEventName(ev.name), socketPayload(ev))
 		}
 		clear(batch)
 	}
+}
+
+// socketPayload is the argument of one emitted event: the EventMessage, or
+// for deployments only {processDefinitionId} (API.md §2.7: deploy events
+// carry processDefinitionId, a string or an array).
+func socketPayload(ev sioEvent) any {
+	switch ev.name {
+	case "process_deployed", "process_undeployed":
+		return map[string]any{"processDefinitionId": ev.msg.ProcessDefinitionID}
+	}
+	return ev.msg
 }
 
 // disconnectAll closes every socket (the clients see a transport close and
