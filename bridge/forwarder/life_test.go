@@ -140,7 +140,7 @@ func runForwarder(t testing.TB, eng *engineWorld, nc *nats.Conn, o fwdOpts) (f *
 		feed, err = forwarder.NewPollFeed(eng.client, forwarder.PollConfig{}, o.logger)
 	} else {
 		var sf *forwarder.SocketFeed
-		sf, err = forwarder.NewSocketFeed(eng.url, engine.DummyTokenSource(), forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, o.logger)
+		sf, err = forwarder.NewSocketFeed(eng.url, engine.DummyTokenSource(), forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, ConnectTimeout: 2 * time.Second}, o.logger)
 		if sf != nil && o.onPing != nil {
 			sf.SetOnPing(o.onPing)
 		}
@@ -326,22 +326,22 @@ func runService(t testing.TB, nc *nats.Conn, eng *engine.Client) {
 
 // socketWorld is the common setup: engine, NATS, service, a Socket.IO
 // forwarder of the default events, and a subscriber that saw its start gap.
-func socketWorld(t *testing.T) (*engineWorld, *nats.Conn, *inbox, *counter) {
+func socketWorld(t *testing.T) (*engineWorld, *nats.Conn, *inbox, *counter, func()) {
 	eng := newEngine(t, emulator.Config{})
 	_, nc := startNATS(t)
 	in := subscribe(t, nc)
 	runService(t, nc, eng.client)
-	_, obs, _ := runForwarder(t, eng, nc, fwdOpts{})
+	_, obs, stop := runForwarder(t, eng, nc, fwdOpts{})
 	if r := in.gap(t); r != forwarder.GapStart {
 		t.Fatalf("first gap reason %q, want %q", r, forwarder.GapStart)
 	}
-	return eng, nc, in, obs
+	return eng, nc, in, obs, stop
 }
 
 // TestUserTaskLifeOverNATS drives a user task only through NATS: the
 // waiting event, list, reserve, finish, and the finished event.
 func TestUserTaskLifeOverNATS(t *testing.T) {
-	_, nc, in, obs := socketWorld(t)
+	_, nc, in, obs, stop := socketWorld(t)
 
 	var started service.StartReply
 	req(t, nc, events.SubjectProcessStart, map[string]any{"processModelId": "approval", "initialToken": map[string]any{"amount": 5000}}, &started)
@@ -375,6 +375,7 @@ func TestUserTaskLifeOverNATS(t *testing.T) {
 		t.Fatalf("userTaskResult %s (%v)", finished.UserTaskResult, err)
 	}
 	in.expect(t, "process_ended", pi)
+	stop() // the observer is called after each publish: count once all are done
 	if n := obs.forwarded.Load(); n != 5 {
 		t.Errorf("observer counted %d forwarded events, want 5", n)
 	}
@@ -382,7 +383,7 @@ func TestUserTaskLifeOverNATS(t *testing.T) {
 
 // TestProcessEventsOverNATS: started, terminated and error events.
 func TestProcessEventsOverNATS(t *testing.T) {
-	eng, nc, in, _ := socketWorld(t)
+	eng, nc, in, _, _ := socketWorld(t)
 	var r service.StartReply
 	req(t, nc, events.SubjectProcessStart, map[string]any{"processModelId": "signal_catch"}, &r)
 	m, _ := in.expect(t, "process_started", r.ProcessInstanceID)
@@ -410,7 +411,7 @@ func TestProcessEventsOverNATS(t *testing.T) {
 // connection, the forwarder reconnects, publishes a reconnect gap, counts
 // it, and forwards the events after it.
 func TestReconnectAnnouncesGap(t *testing.T) {
-	eng, nc, in, obs := socketWorld(t)
+	eng, nc, in, obs, _ := socketWorld(t)
 	for round := 1; round <= 3; round++ {
 		eng.emu.DisconnectSockets()
 		if r := in.gap(t); r != forwarder.GapReconnect {

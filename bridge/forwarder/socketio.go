@@ -22,7 +22,11 @@ import (
 
 // Defaults of SocketConfig.
 const (
-	DefaultConnectTimeout = 20 * time.Second
+	// DefaultConnectTimeout is short because a handshake occasionally never
+	// completes (socket.io v3.0.6: the Engine.IO open packet does not
+	// arrive, seen in about 3 of 100 connects under -race); the next attempt
+	// succeeds.
+	DefaultConnectTimeout = 5 * time.Second
 )
 
 // SocketConfig tunes SocketFeed. Zero fields take the documented defaults.
@@ -31,8 +35,8 @@ type SocketConfig struct {
 	// between connection attempts. Defaults DefaultMinBackoff and
 	// DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
-	// ConnectTimeout bounds one connection attempt. Default
-	// DefaultConnectTimeout.
+	// ConnectTimeout bounds one connection attempt, up to the namespace
+	// connect. Default DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// UserID is sent as the "userId" header, as the official client does.
 	// Default engine.DummyUserID.
@@ -156,11 +160,15 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 		up    = make(chan struct{})
 		upped sync.Once
 		mu    sync.Mutex // serialises the sink calls of this connection
+		gone  bool       // guarded by mu: session gave up on this connection
 	)
 	end := func(err error) { once.Do(func() { ended <- err }) }
 	_ = s.On("connect", func(...any) {
 		mu.Lock()
 		defer mu.Unlock()
+		if gone {
+			return
+		}
 		upped.Do(func() {
 			close(up)
 			sink.Connected(first)
@@ -194,16 +202,33 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			sink.Event(name, m, body)
+			if !gone {
+				sink.Event(name, m, body)
+			}
 		})
 	}
 	s.Connect()
 	defer func() {
 		s.Disconnect()
 	}()
+	// ConnectTimeout bounds the whole handshake up to the namespace's
+	// "connect": the library bounds only the Engine.IO open, and a namespace
+	// connect that never completes must not stall the feed.
+	timeout := time.NewTimer(f.cfg.ConnectTimeout)
+	defer timeout.Stop()
 	select {
 	case <-ctx.Done():
 		return false, nil
+	case <-timeout.C:
+		mu.Lock()
+		select {
+		case <-up: // connected just now
+			mu.Unlock()
+		default:
+			gone = true
+			mu.Unlock()
+			return false, fmt.Errorf("no Socket.IO connect within %s", f.cfg.ConnectTimeout)
+		}
 	case err := <-ended:
 		select {
 		case <-up:
@@ -216,10 +241,13 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 	f.log.Info("forwarder: receiving engine events over Socket.IO", "engine_url", origin+f.base.Path)
 	select {
 	case <-ctx.Done():
-		return true, nil
-	case err := <-ended:
-		return true, err
+		err = nil
+	case err = <-ended:
 	}
+	mu.Lock()
+	gone = true // nothing of this connection reaches the sink after it ended
+	mu.Unlock()
+	return true, err
 }
 
 // refusedError: the engine refused the handshake's token.

@@ -32,7 +32,10 @@ type sockets struct {
 	srv     *socket.Server
 	handler http.Handler
 	nsp     socket.Namespace
-	clients atomic.Int64
+	clients atomic.Int64 // len(conns), read without the lock
+
+	connMu sync.Mutex
+	conns  map[*socket.Socket]bool
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -54,7 +57,7 @@ func (e *Emulator) newSockets() *sockets {
 		opts.SetPingInterval(e.cfg.SocketPingInterval)
 		opts.SetPingTimeout(max(e.cfg.SocketPingInterval, 200*time.Millisecond))
 	}
-	s := &sockets{srv: socket.NewServer(nil, opts), done: make(chan struct{})}
+	s := &sockets{srv: socket.NewServer(nil, opts), done: make(chan struct{}), conns: map[*socket.Socket]bool{}}
 	s.cond = sync.NewCond(&s.mu)
 	s.handler = s.srv.ServeHandler(nil)
 	s.nsp = s.srv.Of(engine.SocketNamespace, nil)
@@ -71,12 +74,25 @@ func (e *Emulator) newSockets() *sockets {
 		// after its "connect" is dropped for want of listeners. (A socket
 		// that fails after this point stays counted: events are then built
 		// for nobody, which costs only time.)
-		s.clients.Add(1)
-		_ = c.On("disconnect", func(...any) { s.clients.Add(-1) })
+		s.track(c, true)
+		_ = c.On("disconnect", func(...any) { s.track(c, false) })
 		next(nil)
 	})
 	go s.run()
 	return s
+}
+
+// track adds or removes a socket (idempotent: the library may report one
+// disconnect twice, e.g. a server disconnect and the transport close).
+func (s *sockets) track(c *socket.Socket, on bool) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if on {
+		s.conns[c] = true
+	} else {
+		delete(s.conns, c)
+	}
+	s.clients.Store(int64(len(s.conns)))
 }
 
 // active reports whether a socket is connected (then every event is built).
@@ -126,7 +142,17 @@ func socketPayload(ev sioEvent) any {
 
 // disconnectAll closes every socket (the clients see a transport close and
 // reconnect).
-func (s *sockets) disconnectAll() { s.nsp.DisconnectSockets(true) }
+func (s *sockets) disconnectAll() {
+	s.connMu.Lock()
+	list := make([]*socket.Socket, 0, len(s.conns))
+	for c := range s.conns {
+		list = append(list, c)
+	}
+	s.connMu.Unlock()
+	for _, c := range list {
+		c.Disconnect(true)
+	}
+}
 
 func (s *sockets) close() {
 	s.mu.Lock()
