@@ -236,8 +236,8 @@ func (p *bridgeParts) newForwarder(s *config.Settings, nc *nats.Conn, eng *engin
 	}
 	// A deployment, or a task of a topic not seen before, makes the pump
 	// re-read the deployed topics at once (with --topics the list is fixed).
-	if r, ok := any(p.pump).(interface{ RefreshTopics() }); ok && len(s.Topics.Values) == 0 {
-		cfg.OnDeploy = r.RefreshTopics
+	if len(s.Topics.Values) == 0 {
+		cfg.OnDeploy = p.pump.RefreshTopics
 	}
 	if p.fwd, err = forwarder.New(feed, pub, cfg, logger); err != nil {
 		return fmt.Errorf("creating event forwarder: %w", err)
