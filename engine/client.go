@@ -64,8 +64,24 @@ type ClientConfig struct {
 	RequestTimeout time.Duration
 	// UserAgent is sent as User-Agent. Default "pe-bridge".
 	UserAgent string
-	// Logger receives debug records (token refreshes). nil: discard.
+	// Logger receives the outage records (one WARN when calls start failing,
+	// a reminder every OutageReminder, one INFO when the engine answers
+	// again) and debug records (token refreshes, failures during an
+	// outage). nil: discard.
 	Logger *slog.Logger
+	// OutageReminder is how often a lasting outage is logged again. Default
+	// DefaultOutageReminder (1 min).
+	OutageReminder time.Duration
+	// Observer, when set, is told about every HTTP round trip (metrics).
+	Observer CallObserver
+}
+
+// CallObserver receives one call per HTTP round trip to the engine. route is
+// the route template with its method ("PUT /external_tasks/{id}/finish"),
+// never the real path, so it is safe as a metric label; status is the HTTP
+// status, 0 when no answer came. Calls must be cheap and must not block.
+type CallObserver interface {
+	EngineCall(route string, status int, d time.Duration)
 }
 
 // Validate reports a configuration that cannot work.
@@ -75,6 +91,9 @@ func (c ClientConfig) Validate() error {
 	}
 	if c.MaxIdleConnsPerHost < 0 {
 		return errors.New("engine: negative MaxIdleConnsPerHost")
+	}
+	if c.OutageReminder < 0 {
+		return errors.New("engine: negative OutageReminder")
 	}
 	return nil
 }
@@ -93,6 +112,7 @@ type TokenRefresher interface {
 // use; create one per engine and share it.
 type Client struct {
 	base      string // engine root + BasePath, no trailing slash
+	basePath  string // path part of base, for logs
 	hc        *http.Client
 	ownHC     bool
 	ts        oauth2.TokenSource
@@ -100,6 +120,9 @@ type Client struct {
 	userAgent string
 	log       *slog.Logger
 	maxBody   int64 // MaxResponseSize; smaller in tests
+	root      string // engine root URL as given, for messages
+	obs       CallObserver
+	outage    outage
 
 	bearer atomic.Pointer[bearerCache]
 	closed sync.Once
@@ -131,12 +154,15 @@ func NewClient(baseURL string, cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{
 		base:      strings.TrimRight(u.String(), "/") + BasePath,
+		basePath:  strings.TrimRight(u.Path, "/") + BasePath,
 		hc:        cfg.HTTPClient,
 		ts:        cfg.TokenSource,
 		timeout:   cfg.RequestTimeout,
 		userAgent: cfg.UserAgent,
 		log:       cfg.Logger,
 		maxBody:   MaxResponseSize,
+		root:      strings.TrimRight(u.String(), "/"),
+		obs:       cfg.Observer,
 	}
 	if c.hc == nil {
 		c.hc, c.ownHC = newHTTPClient(cfg.MaxIdleConnsPerHost), true
@@ -152,6 +178,10 @@ func NewClient(baseURL string, cfg ClientConfig) (*Client, error) {
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.outage.log, c.outage.now, c.outage.reminder = c.log, time.Now, cfg.OutageReminder
+	if c.outage.reminder == 0 {
+		c.outage.reminder = DefaultOutageReminder
 	}
 	return c, nil
 }
@@ -565,7 +595,7 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			return c.tokenError(cl.op, err)
 		}
 	}
-	status, err := c.roundTrip(ctx, cl, bearer, out)
+	status, err := c.observedRoundTrip(ctx, cl, bearer, out)
 	if status == http.StatusUnauthorized && tok != nil && isExpired(err) {
 		r, ok := c.ts.(TokenRefresher)
 		if !ok {
@@ -576,10 +606,29 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 		if rerr != nil {
 			return c.tokenError(cl.op, rerr)
 		}
-		_, err = c.roundTrip(ctx, cl, authHeader(fresh), out)
+		_, err = c.observedRoundTrip(ctx, cl, authHeader(fresh), out)
 	}
 	return err
 }
+
+// observedRoundTrip is roundTrip, told to the observer and the outage tracker.
+func (c *Client) observedRoundTrip(ctx context.Context, cl call, bearer string, out any) (int, error) {
+	start := time.Now()
+	status, err := c.roundTrip(ctx, cl, bearer, out)
+	if c.obs != nil {
+		c.obs.EngineCall(cl.op, status, time.Since(start))
+	}
+	c.outage.record(c.basePath+cl.path, status, err)
+	return status, err
+}
+
+// Outage reports whether the engine is currently not answering (the last
+// calls got no answer or a 502/503/504): since is when the outage began,
+// zero when there is none; err is the last failure.
+func (c *Client) Outage() (since time.Time, err error) { return c.outage.state() }
+
+// URL is the engine root URL the client was made for.
+func (c *Client) URL() string { return c.root }
 
 func isExpired(err error) bool {
 	var e *Error
@@ -818,4 +867,96 @@ func uriUnreserved(ch byte) bool {
 		return true
 	}
 	return false
+}
+
+// ---- identification -------------------------------------------------------
+
+// NotEngineError is the answer of a server that is not a ProcessCube engine
+// (or not at the configured URL): GET /info did not return the engine's
+// ApplicationInfo JSON. It names what answered, never the body (an HTML page
+// has no place in logs).
+type NotEngineError struct {
+	URL         string // the URL asked, e.g. http://host:8000/atlas_engine/api/v1/info
+	Status      int
+	ContentType string
+	Reason      string
+}
+
+func (e *NotEngineError) Error() string {
+	ct := e.ContentType
+	if ct == "" {
+		ct = "none"
+	}
+	return fmt.Sprintf("engine: %s did not answer as a ProcessCube engine does: %s (HTTP %d, content type %s); check --engine-url", e.URL, e.Reason, e.Status, ct)
+}
+
+// Identify asks GET /info and checks the answer is the engine's: 200, a JSON
+// object with a name and a version. A server that answers otherwise gives
+// *NotEngineError; no answer (or a gateway's 502/503/504) gives the
+// temporary error of any call, worth retrying.
+func (c *Client) Identify(ctx context.Context) (ApplicationInfo, error) {
+	var info ApplicationInfo
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errRequestTimeout)
+	defer cancel()
+	_, bearer, err := c.token()
+	if err != nil {
+		return info, c.tokenError(opInfo, err)
+	}
+	u := c.base + "/info"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return info, fmt.Errorf("engine: %s: building request: %w", opInfo, err)
+	}
+	req.Header["Authorization"] = []string{bearer}
+	req.Header["Accept"] = contentJSON
+	req.Header["User-Agent"] = []string{c.userAgent}
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		err = c.transportError(ctx, opInfo, err)
+		c.outage.record(c.basePath+"/info", 0, err)
+		if c.obs != nil {
+			c.obs.EngineCall(opInfo, 0, time.Since(start))
+		}
+		return info, err
+	}
+	defer resp.Body.Close()
+	body, rerr := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if c.obs != nil {
+		c.obs.EngineCall(opInfo, resp.StatusCode, time.Since(start))
+	}
+	ct := resp.Header.Get("Content-Type")
+	notEngine := func(reason string) error {
+		return &NotEngineError{URL: u, Status: resp.StatusCode, ContentType: ct, Reason: reason}
+	}
+	if rerr != nil {
+		err := c.transportError(ctx, opInfo, rerr)
+		c.outage.record(c.basePath+"/info", 0, err)
+		return info, err
+	}
+	switch {
+	case gatewayDown(resp.StatusCode):
+		err := decodeError(opInfo, resp.StatusCode, nil, "")
+		c.outage.record(c.basePath+"/info", resp.StatusCode, err)
+		return info, err
+	case resp.StatusCode != http.StatusOK:
+		c.outage.record(c.basePath+"/info", resp.StatusCode, nil)
+		var be BaseError
+		if json.Unmarshal(body, &be) == nil && be.IsEngineError {
+			return info, decodeError(opInfo, resp.StatusCode, body, strings.TrimPrefix(bearer, "Bearer "))
+		}
+		return info, notEngine("status is not 200")
+	}
+	c.outage.record(c.basePath+"/info", resp.StatusCode, nil)
+	mt := strings.TrimSpace(strings.ToLower(strings.SplitN(ct, ";", 2)[0]))
+	if mt != "application/json" {
+		return info, notEngine("not JSON")
+	}
+	if err := json.Unmarshal(body, &info); err != nil {
+		return info, notEngine("not the engine's application info")
+	}
+	if info.Name == "" || info.Version == "" {
+		return info, notEngine("no name and version in the application info")
+	}
+	return info, nil
 }

@@ -266,12 +266,3 @@ func (p *bridgeParts) summary() string {
 		st.Fetched, st.Published, st.Finished, st.BPMNErrors, st.Failures, st.Cancelled, st.Dropped, st.Released,
 		st.Retries, st.NoResponders, st.LockExtensions, st.InFlight)
 }
-
-// serviceVersion is the micro service version: semver required.
-func serviceVersion() string {
-	v := strings.TrimPrefix(buildVersion(), "v")
-	if v == "devel" || v == "" {
-		return "0.0.0-devel"
-	}
-	return v
-}

@@ -31,6 +31,9 @@ const (
 	// connection, so a permission "_INBOX_pebridge.>" can keep its task
 	// replies to itself (deploy/nats/secure.conf).
 	DefaultInboxPrefix = "_INBOX_pebridge"
+	// DefaultHTTPAddr serves /healthz, /readyz and /metrics on loopback
+	// only; containers set 0.0.0.0:8080 to be scraped.
+	DefaultHTTPAddr = "127.0.0.1:8080"
 )
 
 // Service defaults, equal to the service package's zero-value defaults (a
@@ -166,6 +169,9 @@ type Settings struct {
 	// Diagnostics (bridge run only)
 	PprofAddr string
 
+	// Operations: health, readiness and metrics
+	HTTPAddr string
+
 	// dev only
 	EngineAddr string
 	Demo       bool
@@ -285,6 +291,12 @@ func (s *Settings) RegisterPump(fs *flag.FlagSet) {
 func (s *Settings) RegisterPprof(fs *flag.FlagSet) {
 	s.mark("pprof")
 	fs.StringVar(&s.PprofAddr, "pprof-addr", "", "serve net/http/pprof (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; empty: off. No auth: keep it on loopback")
+}
+
+// RegisterHTTP adds --http-addr.
+func (s *Settings) RegisterHTTP(fs *flag.FlagSet) {
+	s.mark("http")
+	fs.StringVar(&s.HTTPAddr, "http-addr", DefaultHTTPAddr, "serve /healthz, /readyz and /metrics (Prometheus) on this address; empty: off. No auth: loopback by default, 0.0.0.0:8080 in containers")
 }
 
 // RegisterBridge adds the service and event forwarder flags.
@@ -579,6 +591,9 @@ func (s *Settings) Validate() error {
 	if r["pump"] && s.TopicRefresh < time.Second {
 		add(flagErr("topic-refresh", "%s is below 1s", s.TopicRefresh))
 	}
+	if r["http"] && s.HTTPAddr != "" {
+		add(checkListen("http-addr", s.HTTPAddr))
+	}
 	if r["bridge"] && !s.NoEvents {
 		if s.EventsFeed != "socketio" && s.EventsFeed != "poll" {
 			add(flagErr("events-feed", "%q is neither socketio nor poll", s.EventsFeed))
@@ -709,9 +724,19 @@ func (s *Settings) NewLogger(w io.Writer) *slog.Logger {
 	lvl, _ := ParseLevel(s.LogLevel)
 	opts := &slog.HandlerOptions{Level: lvl}
 	if s.LogFormat == "json" {
+		opts.ReplaceAttr = HumanDurations
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// HumanDurations is a slog ReplaceAttr that renders a time.Duration as its
+// String ("1.5s") instead of JSON's integer nanoseconds.
+func HumanDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 const redacted = "REDACTED"
@@ -784,6 +809,9 @@ func (s *Settings) LogValue() slog.Value {
 	}
 	if r["pprof"] {
 		str("pprof_addr", s.PprofAddr)
+	}
+	if r["http"] {
+		str("http_addr", s.HTTPAddr)
 	}
 	if r["bridge"] {
 		a = append(a, slog.Bool("service", !s.NoService), slog.Bool("events_forwarded", !s.NoEvents),

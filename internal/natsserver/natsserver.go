@@ -85,6 +85,17 @@ func splitListen(listen string) (string, int, error) {
 	return host, port, nil
 }
 
+// ListenError is returned by Start when the listen address cannot be
+// bound (typically: the port is taken), at once rather than after
+// ReadyTimeout.
+type ListenError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ListenError) Error() string { return fmt.Sprintf("natsserver: listening on %s: %v", e.Addr, e.Err) }
+func (e *ListenError) Unwrap() error { return e.Err }
+
 // Server is a running embedded nats-server.
 type Server struct {
 	ns      *server.Server
@@ -114,6 +125,16 @@ func Start(cfg Config) (*Server, error) {
 		if opts, err = server.ProcessConfigFile(cfg.ConfigFile); err != nil {
 			return nil, fmt.Errorf("natsserver: loading config file %s: %w", cfg.ConfigFile, err)
 		}
+	}
+	if port != server.RANDOM_PORT {
+		// nats-server reports a failed bind only in its log and then never
+		// becomes ready; try the address first to fail at once.
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, &ListenError{Addr: addr, Err: err}
+		}
+		_ = ln.Close()
 	}
 	dir, temp := cfg.StoreDir, false
 	if dir == "" {

@@ -2,6 +2,7 @@ package natsserver
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,4 +217,20 @@ func TestConfigFile(t *testing.T) {
 		t.Fatalf("pe-starter: %v", err)
 	}
 	nc.Close()
+
+func TestStartPortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	start := time.Now()
+	_, err = Start(Config{Listen: ln.Addr().String(), ReadyTimeout: time.Minute})
+	var le *ListenError
+	if !errors.As(err, &le) || le.Addr != ln.Addr().String() {
+		t.Fatalf("Start on a taken port: %v, want a *ListenError naming %s", err, ln.Addr())
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Start took %s to fail; want at once", d)
+	}
 }
