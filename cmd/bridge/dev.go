@@ -36,6 +36,7 @@ func cmdDev(ctx context.Context, stop func(), args []string, stdout, stderr io.W
 	s.RegisterPump(fs)
 	s.RegisterBridge(fs)
 	s.RegisterLog(fs)
+	s.RegisterHTTP(fs)
 	if err := parseFlags(fs, args, stdout, "bridge dev [--demo] [flags]", devDescription); err != nil {
 		return err
 	}

@@ -42,6 +42,7 @@ Usage:
   bridge run       --engine-url URL [--nats-url URL] [flags]   bridge an engine and NATS
   bridge dev       [--demo] [flags]                            embedded NATS + engine emulator + bridge, one process
   bridge emulator  [--addr HOST:PORT] [--models DIR]           serve the engine emulator alone (development and tests)
+  bridge probe      [--http-addr HOST:PORT] [--live]            ask a running bridge's /readyz (container health checks)
   bridge version                                               print the version
 
 "bridge <command> --help" lists each command's flags. Every flag can also be
@@ -72,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDev(ctx, stop, args[1:], stdout, stderr)
 	case "emulator":
 		err = cmdEmulator(ctx, stop, args[1:], stdout, stderr)
+	case "probe":
+		err = cmdProbe(ctx, args[1:], stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "pe-bridge %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,6 +65,9 @@ type proc struct {
 
 func startBridge(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	if len(args) > 0 && (args[0] == "run" || args[0] == "dev") && !slices.Contains(args, "--http-addr") {
+		args = append(args, "--http-addr", "127.0.0.1:0") // tests run in parallel
+	}
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	outR, err := cmd.StdoutPipe()

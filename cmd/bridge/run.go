@@ -14,13 +14,16 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/internal/config"
 	"github.com/pe-bridge/pe-bridge/internal/natsserver"
+	"github.com/pe-bridge/pe-bridge/internal/telemetry"
 )
 
 const runDescription = `Bridges a ProcessCube engine and NATS: locks the engine's external tasks and publishes
@@ -45,6 +48,7 @@ func cmdRun(ctx context.Context, stop func(), args []string, stdout, stderr io.W
 	s.RegisterBridge(fs)
 	s.RegisterLog(fs)
 	s.RegisterPprof(fs)
+	s.RegisterHTTP(fs)
 	if err := parseFlags(fs, args, stdout, "bridge run --engine-url URL [--nats-url URL] [flags]", runDescription); err != nil {
 		return err
 	}
@@ -147,6 +151,9 @@ func startEmbeddedNATS(s *config.Settings, logger *slog.Logger) (*natsserver.Ser
 	}
 	ns, err := natsserver.Start(cfg)
 	if err != nil {
+		if lerr := natsListenError(err); lerr != err {
+			return nil, lerr
+		}
 		return nil, fmt.Errorf("starting embedded NATS on %s: %w", s.NATSListen, err)
 	}
 	if s.NATSConfig == "" && !loopback(ns.Addr()) {
@@ -162,38 +169,88 @@ func loopback(addr net.Addr) bool {
 	return ok && ta.IP.IsLoopback()
 }
 
-// runBridge connects to NATS and the engine, runs the pump, service and
-// forwarder (and extra, if given; ready is closed once the bridge serves) until ctx is done, drains, and prints the
-// summary line.
+// runBridge serves health, readiness and metrics on --http-addr, connects
+// to NATS and the engine (waiting, not ready, while either does not answer),
+// runs the pump, service and forwarder (and extra, if given; ready is closed
+// once the bridge is ready) until ctx is done, drains, and prints the summary
+// line.
 func runBridge(ctx context.Context, stop func(), s *config.Settings, natsURL string, events []string,
 	extra func(ctx context.Context, ready <-chan struct{}) error, stdout io.Writer, logger *slog.Logger) error {
+	tracing, err := startTracing(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(tracing, logger)
+	var metrics *telemetry.Metrics
+	if s.HTTPAddr != "" {
+		metrics = telemetry.NewMetrics(buildVersion())
+	}
+	rd := newReadiness(metrics)
+	if s.HTTPAddr != "" {
+		ops, err := startOps(s.HTTPAddr, rd, metrics, stdout, logger.With("component", "http"))
+		if err != nil {
+			return err
+		}
+		defer ops.close()
+	}
+
 	opts, err := natsOptions(s, "pe-bridge", logger.With("component", "nats"))
 	if err != nil {
 		return err
 	}
+	natsUp := make(chan struct{})
+	var natsOnce sync.Once
+	opts = append(opts, nats.RetryOnFailedConnect(true),
+		nats.ConnectHandler(func(*nats.Conn) { natsOnce.Do(func() { close(natsUp) }) }))
 	nc, err := nats.Connect(natsURL, opts...)
 	if err != nil {
 		return fmt.Errorf("connecting to NATS at %s: %w", config.RedactURL(natsURL), err)
 	}
 	defer nc.Close()
-	eng, err := engineClient(ctx, s, logger)
+	rd.nc.Store(nc)
+	if metrics != nil {
+		metrics.WatchNATS(nc)
+	}
+	if nc.IsConnected() {
+		natsOnce.Do(func() { close(natsUp) })
+	} else {
+		logger.Warn("NATS not reachable yet; retrying (not ready until connected)", "url", config.RedactURL(natsURL))
+	}
+	var obs engine.CallObserver
+	if metrics != nil {
+		obs = metrics
+	}
+	eng, err := engineClient(ctx, s, obs, logger)
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
+	rd.eng.Store(eng)
+	select {
+	case <-natsUp:
+	case <-ctx.Done():
+		return nil
+	}
+	info, err := identifyEngine(ctx, eng, rd, logger.With("component", "engine"))
+	if err != nil {
+		return nil // cancelled while waiting: nothing ran
+	}
+	logger.Info("engine identified", "url", config.RedactURL(s.EngineURL), "name", info.Name, "version", info.Version)
 	parts, err := newBridgeParts(s, nc, eng, events, logger)
 	if err != nil {
 		return err
 	}
+	parts.telemetry(metrics, tracing)
 	topics := "every deployed topic"
 	if len(s.Topics.Values) > 0 {
 		topics = strings.Join(s.Topics.Values, ", ")
 	}
-	fmt.Fprintf(stdout, "bridge running: engine %s, NATS %s, topics: %s\n", config.RedactURL(s.EngineURL), nc.ConnectedUrlRedacted(), topics)
+	fmt.Fprintf(stdout, "bridge running: engine %s (%s %s), NATS %s, topics: %s\n", config.RedactURL(s.EngineURL), info.Name, info.Version, nc.ConnectedUrlRedacted(), topics)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		<-gctx.Done()
+		rd.draining.Store(true)
 		stop() // a second signal ends the process at once
 		if ctx.Err() != nil {
 			fmt.Fprintf(stdout, "shutting down: draining in-flight tasks (up to %s)\n", s.DrainTimeout)
@@ -201,11 +258,15 @@ func runBridge(ctx context.Context, stop func(), s *config.Settings, natsURL str
 		return nil
 	})
 	parts.start(gctx, g)
+	discovered := parts.discovered()
+	rd.topics.Store(&discovered)
+	svcReady := parts.serviceReady()
+	rd.service.Store(&svcReady)
 	ready := make(chan struct{})
 	g.Go(func() error {
-		if parts.svc != nil {
+		for _, ch := range []<-chan struct{}{discovered, svcReady} {
 			select {
-			case <-parts.svc.Ready():
+			case <-ch:
 			case <-gctx.Done():
 				return nil
 			}

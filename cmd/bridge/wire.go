@@ -18,11 +18,12 @@ import (
 	"github.com/pe-bridge/pe-bridge/bridge/service"
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/internal/config"
+	"github.com/pe-bridge/pe-bridge/internal/telemetry"
 )
 
 // engineClient builds the engine client: client credentials when a client id
 // is configured, else the dummy token (with a warning).
-func engineClient(ctx context.Context, s *config.Settings, logger *slog.Logger) (*engine.Client, error) {
+func engineClient(ctx context.Context, s *config.Settings, obs engine.CallObserver, logger *slog.Logger) (*engine.Client, error) {
 	var ts oauth2.TokenSource
 	if s.ClientID != "" {
 		secret, err := s.ReadClientSecret()
@@ -51,6 +52,7 @@ func engineClient(ctx context.Context, s *config.Settings, logger *slog.Logger) 
 		UserAgent:           "pe-bridge/" + buildVersion(),
 		Logger:              logger.With("component", "engine"),
 		MaxIdleConnsPerHost: idleConnsPerHost(s),
+		Observer:            obs,
 	})
 }
 
@@ -257,6 +259,36 @@ func (p *bridgeParts) start(ctx context.Context, g *errgroup.Group) {
 	if p.lease != nil {
 		g.Go(func() error { return p.lease.Run(ctx) })
 	}
+}
+
+// telemetry hands the metrics and the tracing (each nil when off) to the
+// parts that take them.
+// TODO(ops): set bridge.Config.Observer/Tracer, service.Config.Observer/Tracer
+// and forwarder.Config.Observer once those fields land on main.
+func (p *bridgeParts) telemetry(m *telemetry.Metrics, tr *telemetry.Tracing) {
+	_, _ = m, tr
+}
+
+// discovered is closed once the pump's first topic discovery is done (at
+// once for a pump without the signal).
+func (p *bridgeParts) discovered() <-chan struct{} {
+	if d, ok := any(p.pump).(discoverer); ok {
+		return d.Discovered()
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}
+
+// serviceReady is closed once the micro service is registered (at once with
+// --no-service).
+func (p *bridgeParts) serviceReady() <-chan struct{} {
+	if p.svc != nil {
+		return p.svc.Ready()
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch
 }
 
 // summary is the one-line account printed on shutdown.

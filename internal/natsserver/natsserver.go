@@ -93,7 +93,9 @@ type ListenError struct {
 	Err  error
 }
 
-func (e *ListenError) Error() string { return fmt.Sprintf("natsserver: listening on %s: %v", e.Addr, e.Err) }
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("natsserver: listening on %s: %v", e.Addr, e.Err)
+}
 func (e *ListenError) Unwrap() error { return e.Err }
 
 // Server is a running embedded nats-server.

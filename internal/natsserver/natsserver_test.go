@@ -217,6 +217,7 @@ func TestConfigFile(t *testing.T) {
 		t.Fatalf("pe-starter: %v", err)
 	}
 	nc.Close()
+}
 
 func TestStartPortTaken(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
