@@ -119,7 +119,7 @@ type Client struct {
 	timeout   time.Duration
 	userAgent string
 	log       *slog.Logger
-	maxBody   int64 // MaxResponseSize; smaller in tests
+	maxBody   int64  // MaxResponseSize; smaller in tests
 	root      string // engine root URL as given, for messages
 	obs       CallObserver
 	outage    outage
