@@ -80,6 +80,15 @@ func TracingFromEnv(ctx context.Context, version string, getenv func(string) str
 			}
 		}
 	}
+	if v := strings.TrimSpace(getenv("OTEL_RESOURCE_ATTRIBUTES")); v != "" {
+		for kv := range strings.SplitSeq(v, ",") {
+			k, val, ok := strings.Cut(kv, "=")
+			_, uerr := url.PathUnescape(val)
+			if !ok || strings.TrimSpace(k) == "" || uerr != nil {
+				return nil, fmt.Errorf("telemetry: OTEL_RESOURCE_ATTRIBUTES: %q is not key=value (values percent-encoded)", kv)
+			}
+		}
+	}
 	proto := strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
 	protoVar := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 	if proto == "" {
