@@ -319,3 +319,23 @@ func TestSecurityFlags(t *testing.T) {
 		t.Fatalf("nkey with --nats-config: %v", err)
 	}
 }
+
+// JSON logs give durations in a human unit, nested ones (the settings
+// group) included.
+func TestJSONLogDurations(t *testing.T) {
+	var s Settings
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	s.RegisterLog(fs)
+	s.RegisterPump(fs)
+	if err := Parse(fs, []string{"--log-format", "json", "--lock-duration", "1500ms"}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	s.NewLogger(&buf).Info("x", "down_for", 90*time.Second, "config", &s)
+	out := buf.String()
+	for _, want := range []string{`"down_for":"1m30s"`, `"lock_duration":"1.5s"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log %s lacks %s", out, want)
+		}
+	}
+}
