@@ -14,13 +14,21 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 # The nats CLI the micro-stats test drives (bridge/service); it fails, never skips, without it.
 NATS_CLI_VERSION := v0.5.0
 NATS_CLI  ?= $(shell $(GO) env GOPATH)/bin/nats
+BIN       ?= bin/bridge
 
-.PHONY: all build test test-short node-deps nats-cli lint fuzz bench bench-micro demo dev emulator clean tag
+.PHONY: all build smoke test test-short node-deps nats-cli lint fuzz bench bench-micro demo dev emulator clean tag
 
 all: lint test
 
+# The release build: the Dockerfile runs this target, CI builds and starts it.
+# Any VERSION runs (dev, a commit hash, a semver).
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/bridge ./cmd/bridge
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/bridge
+
+# Builds the release binary and starts `bridge dev` and `bridge run` from it
+# until ready, then stops them with SIGTERM (.ci/smoke).
+smoke: build
+	.ci/smoke $(BIN)
 
 # Node packages come from committed lockfiles (npm ci); the conformance test and
 # the Node example fail, never skip, when they are missing.

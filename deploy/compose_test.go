@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -51,6 +52,8 @@ func bridgeRunEnv(t *testing.T) map[string]bool {
 	s.RegisterPump(fs)
 	s.RegisterBridge(fs)
 	s.RegisterLog(fs)
+	s.RegisterPprof(fs)
+	s.RegisterHTTP(fs)
 	env := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { env[config.EnvName(f.Name)] = true })
 	for _, want := range []string{"PE_ENGINE_URL", "PE_NATS_URL", "PE_CLIENT_ID", "PE_CLIENT_SECRET", "PE_AUTHORITY_URL", "PE_SCOPES"} {
@@ -112,8 +115,8 @@ func TestCompose(t *testing.T) {
 	deps := map[string]map[string]string{
 		"engine":      {"postgres": types.ServiceConditionHealthy, "authority": types.ServiceConditionHealthy},
 		"bridge":      {"engine": types.ServiceConditionHealthy, "authority": types.ServiceConditionHealthy, "nats": types.ServiceConditionStarted},
-		"handler-go":  {"nats": types.ServiceConditionStarted, "bridge": types.ServiceConditionStarted},
-		"approver-go": {"nats": types.ServiceConditionStarted, "bridge": types.ServiceConditionStarted},
+		"handler-go":  {"nats": types.ServiceConditionStarted, "bridge": types.ServiceConditionHealthy},
+		"approver-go": {"nats": types.ServiceConditionStarted, "bridge": types.ServiceConditionHealthy},
 	}
 	for name, want := range deps {
 		got := svc(name).DependsOn
@@ -123,7 +126,26 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"postgres", "authority", "engine"} {
+	// The bridge's health check is its own readiness probe, on the address
+	// it serves (the image has no shell or curl).
+	if hc := svc("bridge").HealthCheck; hc == nil || !slices.Equal(hc.Test, []string{"CMD", "/bridge", "probe"}) {
+		t.Errorf("bridge healthcheck %+v, want [CMD /bridge probe]", hc)
+	}
+	if v := svc("bridge").Environment["PE_HTTP_ADDR"]; v == nil || !strings.HasPrefix(*v, "0.0.0.0:") {
+		t.Errorf("bridge: PE_HTTP_ADDR %v, want a wildcard listen so the port can be published", v)
+	} else {
+		published := false
+		for _, pc := range svc("bridge").Ports {
+			published = published || "0.0.0.0:"+strconv.Itoa(int(pc.Target)) == *v
+		}
+		if !published {
+			t.Errorf("bridge: %s not published (%+v)", *v, svc("bridge").Ports)
+		}
+	}
+	if b := svc("bridge").Build; b == nil || b.Args["VERSION"] == nil || *b.Args["VERSION"] != "dev" {
+		t.Errorf("bridge build args %+v, want VERSION (default dev)", b)
+	}
+	for _, name := range []string{"postgres", "authority", "engine", "bridge"} {
 		if svc(name).HealthCheck == nil {
 			t.Errorf("%s: no healthcheck, but others wait for it to be healthy", name)
 		}
@@ -247,10 +269,33 @@ func TestDockerfile(t *testing.T) {
 	if img := targets["example-go"]; !strings.Contains(img, "distroless/static") && img != "scratch" {
 		t.Errorf("example-go stage on %q", img)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "./cmd/bridge", "./examples/polyglot/go/worker", "./examples/polyglot/go/approver",
-		`ENTRYPOINT ["/bridge"]`, `ENTRYPOINT ["/worker"]`} {
+	for _, want := range []string{"CGO_ENABLED=0", `make build VERSION="${VERSION}" BIN=/out/bridge`, "./examples/polyglot/go/worker", "./examples/polyglot/go/approver",
+		`ENTRYPOINT ["/bridge"]`, `ENTRYPOINT ["/worker"]`, `HEALTHCHECK`, `"/bridge", "probe"`, "PE_HTTP_ADDR=0.0.0.0:"} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %s", want)
+		}
+	}
+	// Every base image is pinned by digest (the tag kept, saying what it is).
+	for _, s := range stages {
+		if s[1] != "scratch" && !regexp.MustCompile(`^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$`).MatchString(s[1]) {
+			t.Errorf("base image %s is not pinned as name:tag@sha256:digest", s[1])
+		}
+	}
+	// The Dockerfile's build is `make build`, the one CI builds and starts.
+	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), `CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/bridge`) {
+		t.Errorf("Makefile build target is not the release build the Dockerfile relies on")
+	}
+	ci, err := os.ReadFile(filepath.Join(root, ".ci/run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"make lint", "make smoke VERSION=dev", "make test"} {
+		if !strings.Contains(string(ci), want) {
+			t.Errorf(".ci/run lacks %s", want)
 		}
 	}
 	for _, dir := range []string{"cmd/bridge", "examples/polyglot/go/worker", "examples/polyglot/go/approver"} {
