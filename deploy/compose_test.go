@@ -269,7 +269,7 @@ func TestDockerfile(t *testing.T) {
 	if img := targets["example-go"]; !strings.Contains(img, "distroless/static") && img != "scratch" {
 		t.Errorf("example-go stage on %q", img)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", `make build VERSION="${VERSION}" BIN=/out/bridge`, "./examples/polyglot/go/worker", "./examples/polyglot/go/approver",
+	for _, want := range []string{"CGO_ENABLED=0", `make build VERSION="${VERSION}" BIN=/out/bridge`, "cd examples/polyglot/go && go build", "./worker ./approver",
 		`ENTRYPOINT ["/bridge"]`, `ENTRYPOINT ["/worker"]`, `HEALTHCHECK`, `"/bridge", "probe"`, "PE_HTTP_ADDR=0.0.0.0:"} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %s", want)
