@@ -101,7 +101,7 @@ func setGCPercent() string {
 func startPprof(addr string, stdout io.Writer, logger *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listening for pprof on %s: %w", addr, err)
+		return nil, &config.FlagError{Flag: "pprof-addr", Msg: fmt.Sprintf("listening on %s: %v", addr, errors.Unwrap(err))}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
