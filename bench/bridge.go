@@ -19,6 +19,7 @@ type bridgeCLI struct {
 	logLevelFlag   string
 	noEvents       string
 	noService      string
+	httpFlag       string
 }
 
 var flagRE = regexp.MustCompile(`(?m)^\s*-{1,2}([a-z0-9][a-z0-9-]*)`)
@@ -50,6 +51,7 @@ func probeBridge(ctx context.Context, bin string) (bridgeCLI, error) {
 	cli.logLevelFlag = pick("log-level")
 	cli.noEvents = pick("no-events")
 	cli.noService = pick("no-service")
+	cli.httpFlag = pick("http-addr")
 	if cli.windowFlag == "" {
 		return cli, fmt.Errorf("`bridge run` has no --window flag")
 	}
@@ -78,6 +80,10 @@ func (b bridgeCLI) runArgs(engineURL string, natsPort, window int, full bool) []
 	}
 	if b.logLevelFlag != "" {
 		args = append(args, b.logLevelFlag, "warn")
+	}
+	if b.httpFlag != "" {
+		// health and metrics on (the default), on a free port: runs never collide
+		args = append(args, b.httpFlag, "127.0.0.1:0")
 	}
 	return args
 }
