@@ -196,3 +196,40 @@ func TestIdentify(t *testing.T) {
 		})
 	}
 }
+
+type callRec struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *callRec) EngineCall(route string, status int, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, route+" "+http.StatusText(status))
+}
+
+// The observer gets the route template (never the real path) and the status
+// (0: no answer) of every round trip.
+func TestCallObserver(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "missing") {
+			w.WriteHeader(404)
+			return
+		}
+		w.WriteHeader(204)
+	})
+	var rec callRec
+	c, err := NewClient("http://engine.test", ClientConfig{HTTPClient: &http.Client{Transport: HandlerTransport{"engine.test": h}}, Observer: &rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_ = c.FinishTask(ctx, "task-1", "w", nil)
+	_ = c.ExtendLock(ctx, "missing", "w", time.Second)
+	refused, _ := NewClient("http://nothing.test", ClientConfig{HTTPClient: &http.Client{Transport: HandlerTransport{}}, Observer: &rec})
+	_, _ = refused.DeployedTopics(ctx)
+	want := []string{"PUT /external_tasks/{id}/finish No Content", "PUT /external_tasks/{id}/extend_lock Not Found", "GET /external_tasks/deployed_topics "}
+	if strings.Join(rec.calls, "|") != strings.Join(want, "|") {
+		t.Fatalf("calls %q, want %q", rec.calls, want)
+	}
+}
