@@ -236,11 +236,10 @@ func runBridge(ctx context.Context, stop func(), s *config.Settings, natsURL str
 		return nil // cancelled while waiting: nothing ran
 	}
 	logger.Info("engine identified", "url", config.RedactURL(s.EngineURL), "name", info.Name, "version", info.Version)
-	parts, err := newBridgeParts(s, nc, eng, events, logger)
+	parts, err := newBridgeParts(s, nc, eng, events, hooks{metrics: metrics, tracing: tracing}, logger)
 	if err != nil {
 		return err
 	}
-	parts.telemetry(metrics, tracing)
 	topics := "every deployed topic"
 	if len(s.Topics.Values) > 0 {
 		topics = strings.Join(s.Topics.Values, ", ")

@@ -155,7 +155,13 @@ type bridgeParts struct {
 	lease *forwarder.Lease
 }
 
-func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, events []string, logger *slog.Logger) (*bridgeParts, error) {
+// hooks are the telemetry handed to the parts; each nil when off.
+type hooks struct {
+	metrics *telemetry.Metrics
+	tracing *telemetry.Tracing
+}
+
+func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, events []string, h hooks, logger *slog.Logger) (*bridgeParts, error) {
 	source := "pe-bridge://" + strings.TrimPrefix(strings.TrimPrefix(config.RedactURL(s.EngineURL), "http://"), "https://")
 	pc, err := pumpConfig(s, source)
 	if err != nil {
@@ -259,14 +265,6 @@ func (p *bridgeParts) start(ctx context.Context, g *errgroup.Group) {
 	if p.lease != nil {
 		g.Go(func() error { return p.lease.Run(ctx) })
 	}
-}
-
-// telemetry hands the metrics and the tracing (each nil when off) to the
-// parts that take them.
-// TODO(ops): set bridge.Config.Observer/Tracer, service.Config.Observer/Tracer
-// and forwarder.Config.Observer once those fields land on main.
-func (p *bridgeParts) telemetry(m *telemetry.Metrics, tr *telemetry.Tracing) {
-	_, _ = m, tr
 }
 
 // discovered is closed once the pump's first topic discovery is done (at
