@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,9 +47,6 @@ type readiness struct {
 	service  atomic.Pointer[<-chan struct{}]
 	draining atomic.Bool
 	metrics  *telemetry.Metrics // may be nil
-
-	mu      sync.Mutex
-	started bool // parts running: topics and service checks apply
 }
 
 func newReadiness(m *telemetry.Metrics) *readiness {
