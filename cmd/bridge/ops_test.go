@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/pe-bridge/pe-bridge/engine"
+	"github.com/pe-bridge/pe-bridge/engine/authority"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 )
 
@@ -227,5 +228,42 @@ func TestRunBadOTELValue(t *testing.T) {
 		if stderr := p.output(true); !strings.Contains(stderr, bad) {
 			t.Errorf("%v: stderr %q does not name %s", env, stderr, bad)
 		}
+	}
+}
+
+// With --client-id and the authority not answering, the bridge waits (not
+// ready, one WARN) instead of exiting; a refused client exits 1.
+func TestRunWaitsForTheAuthority(t *testing.T) {
+	_, engineURL := testEngine(t, emulator.Config{})
+	closed := "http://" + freeAddr(t)
+	p := startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-listen", "127.0.0.1:0",
+		"--client-id", "worker", "--client-secret", "s3cret-do-not-log", "--authority-url", closed)
+	addr := p.httpAddr()
+	p.waitErr("cannot get an engine token yet", 20*time.Second)
+	code, _, body := get(t, "http://"+addr+"/readyz")
+	if code != 503 || !strings.Contains(body, "no engine token yet") {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if strings.Contains(p.output(true)+p.output(false), "s3cret-do-not-log") {
+		t.Fatal("the secret was printed")
+	}
+
+	auth, err := authority.New(authority.Config{Clients: []authority.Client{{ID: "worker", Secret: "right", Scopes: []string{emulator.ScopeETW}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authSrv := newHTTPServer(t, auth)
+	auth.SetIssuer(authSrv)
+	p = startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-listen", "127.0.0.1:0",
+		"--client-id", "worker", "--client-secret", "wrong", "--authority-url", authSrv, "--scopes", emulator.ScopeETW)
+	if code := p.wait(30 * time.Second); code != 1 {
+		t.Fatalf("refused client: exit %d, want 1", code)
+	}
+	if !strings.Contains(p.output(true), `getting an engine token for client "worker"`) {
+		t.Fatalf("stderr %s", p.output(true))
 	}
 }

@@ -220,8 +220,11 @@ func runBridge(ctx context.Context, stop func(), s *config.Settings, natsURL str
 	if metrics != nil {
 		obs = metrics
 	}
-	eng, err := engineClient(ctx, s, obs, logger)
+	eng, err := engineClient(ctx, s, obs, rd, logger)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for a token: nothing ran
+		}
 		return err
 	}
 	defer eng.Close()

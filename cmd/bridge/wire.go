@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -22,25 +25,25 @@ import (
 )
 
 // engineClient builds the engine client: client credentials when a client id
-// is configured, else the dummy token (with a warning).
-func engineClient(ctx context.Context, s *config.Settings, obs engine.CallObserver, logger *slog.Logger) (*engine.Client, error) {
+// is configured, else the dummy token (with a warning). Getting the first
+// token waits, with backoff, while the authority (or the engine, asked for
+// it) does not answer; a refusal is an error.
+func engineClient(ctx context.Context, s *config.Settings, obs engine.CallObserver, rd *readiness, logger *slog.Logger) (*engine.Client, error) {
 	var ts oauth2.TokenSource
 	if s.ClientID != "" {
 		secret, err := s.ReadClientSecret()
 		if err != nil {
 			return nil, err
 		}
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		ts, err = engine.ClientCredentials(cctx, engine.CredentialsConfig{
+		cfg := engine.CredentialsConfig{
 			EngineURL:    s.EngineURL,
 			AuthorityURL: s.AuthorityURL,
 			ClientID:     s.ClientID,
 			ClientSecret: secret,
 			Scopes:       s.Scopes.Values,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("getting an engine token for client %q: %w", s.ClientID, err)
+		}
+		if ts, err = firstToken(ctx, cfg, rd, logger); err != nil {
+			return nil, err
 		}
 		logger.Info("engine auth: client credentials", "client_id", s.ClientID, "scopes", s.Scopes.String())
 	} else {
@@ -54,6 +57,52 @@ func engineClient(ctx context.Context, s *config.Settings, obs engine.CallObserv
 		MaxIdleConnsPerHost: idleConnsPerHost(s),
 		Observer:            obs,
 	})
+}
+
+// firstToken gets the client credentials token source, retrying (1 s
+// doubling to 30 s, 30 s per attempt) while the failure is no answer or a
+// 5xx/429; other failures (the client refused, a bad authority URL) are
+// returned. ctx ending first returns ctx.Err().
+func firstToken(ctx context.Context, cfg engine.CredentialsConfig, rd *readiness, logger *slog.Logger) (oauth2.TokenSource, error) {
+	backoff := time.Second
+	var last string
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ts, err := engine.ClientCredentials(cctx, cfg)
+		cancel()
+		if err == nil {
+			return ts, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !tokenRetryable(err) {
+			return nil, fmt.Errorf("getting an engine token for client %q: %w", cfg.ClientID, err)
+		}
+		rd.setEngine("no engine token yet: " + err.Error())
+		if msg := err.Error(); msg != last {
+			last = msg
+			logger.Warn("cannot get an engine token yet; retrying with backoff (not ready)", "client_id", cfg.ClientID, "error", err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// tokenRetryable: no answer from the authority or the engine, or a 5xx/429.
+func tokenRetryable(err error) bool {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		return re.Response == nil || re.Response.StatusCode >= 500 || re.Response.StatusCode == http.StatusTooManyRequests
+	}
+	var ue *url.Error
+	return engine.IsTemporary(err) || errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // idleConnsPerHost keeps an idle engine connection for every call the bridge
