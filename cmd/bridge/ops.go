@@ -86,13 +86,12 @@ func (r *readiness) check() (map[string]string, bool) {
 	} else {
 		res[checkNATS] = ""
 	}
+	res[checkEngine] = ""
 	if why := r.engineOK.Load(); why != nil {
 		res[checkEngine] = *why
 	} else if eng := r.eng.Load(); eng != nil {
 		if since, err := eng.Outage(); !since.IsZero() {
 			res[checkEngine] = fmt.Sprintf("unreachable since %s: %v", since.UTC().Format(time.RFC3339), err)
-		} else {
-			res[checkEngine] = ""
 		}
 	}
 	res[checkTopics] = closedOrWaiting(r.topics.Load(), "first topic discovery not done")
