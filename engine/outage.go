@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -53,6 +54,23 @@ func gatewayDown(status int) bool {
 	return false
 }
 
+// cause is what went wrong in a call, without the route template the
+// error's text starts with (the log names the real path instead).
+func cause(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Body.Message != "" && e.Body.Message != "no message" {
+			return fmt.Sprintf("%d %s: %s", e.Status, e.Body.ErrorClassName, e.Body.Message)
+		}
+		return fmt.Sprintf("%d %s", e.Status, e.Body.ErrorClassName)
+	}
+	var te *TransportError
+	if errors.As(err, &te) {
+		return te.Err.Error()
+	}
+	return err.Error()
+}
+
 // record notes the result of one call to path (the real path, not the route
 // template).
 func (o *outage) record(path string, status int, err error) {
@@ -74,17 +92,17 @@ func (o *outage) record(path string, status int, err error) {
 		o.down.Store(true)
 		o.since, o.lastLog, o.failures = now, now, 1
 		o.log.Warn("engine unreachable: calls fail and are retried with backoff; further failures are logged at debug level",
-			"path", path, "status", status, "error", err)
+			"path", path, "status", status, "error", cause(err))
 		return
 	}
 	o.failures++
 	if now.Sub(o.lastLog) >= o.reminder {
 		o.lastLog = now
 		o.log.Warn("engine still unreachable", "down_for", now.Sub(o.since).Round(time.Millisecond),
-			"failed_calls", o.failures, "path", path, "status", status, "error", err)
+			"failed_calls", o.failures, "path", path, "status", status, "error", cause(err))
 		return
 	}
-	o.log.Debug("engine call failed during outage", "path", path, "status", status, "error", err)
+	o.log.Debug("engine call failed during outage", "path", path, "status", status, "error", cause(err))
 }
 
 func (o *outage) end(path string) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/authority"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
+	"github.com/pe-bridge/pe-bridge/examples/models"
 )
 
 // httpAddr is the health and metrics address a bridge printed.
@@ -274,5 +276,56 @@ func TestRunWaitsForTheAuthority(t *testing.T) {
 	}
 	if !strings.Contains(p.output(true), `getting an engine token for client "worker"`) {
 		t.Fatalf("stderr %s", p.output(true))
+	}
+}
+
+// An engine outage while running: /readyz 503 naming the engine, one WARN
+// naming a real path when it starts, one INFO when it ends, ready again.
+func TestRunEngineOutage(t *testing.T) {
+	emu, err := emulator.New(emulator.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := emu.LoadFS(models.FS); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	var down atomic.Bool
+	engineURL := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		emu.ServeHTTP(w, r)
+	}))
+	ns := testNATS(t)
+	p := startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-url", ns.ClientURL(), "--long-poll-timeout", "1s")
+	addr := p.httpAddr()
+	p.waitLine("bridge ready", 20*time.Second)
+	down.Store(true)
+	line := p.waitErr("engine unreachable", 20*time.Second)
+	if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "path=/atlas_engine/api/v1/") || strings.Contains(line, "{") {
+		t.Errorf("outage line %q: want a WARN naming the real path", line)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if code, _, body := get(t, "http://"+addr+"/readyz"); code != 503 || !strings.Contains(body, `"failed":["engine"]`) {
+			return fmt.Errorf("/readyz during the outage: %d %s", code, body)
+		}
+		return nil
+	})
+	down.Store(false)
+	p.waitErr("engine reachable again", 20*time.Second)
+	eventually(t, 10*time.Second, func() error {
+		if code, _, body := get(t, "http://"+addr+"/readyz"); code != 200 {
+			return fmt.Errorf("/readyz after the outage: %d %s", code, body)
+		}
+		return nil
+	})
+	if n := strings.Count(p.output(true), "engine unreachable"); n != 1 {
+		t.Errorf("%d 'engine unreachable' lines, want 1", n)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 }
