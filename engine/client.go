@@ -618,7 +618,7 @@ func (c *Client) observedRoundTrip(ctx context.Context, cl call, bearer string, 
 	if c.obs != nil {
 		c.obs.EngineCall(cl.op, status, time.Since(start))
 	}
-	c.outage.record(c.basePath+cl.path, status, err)
+	c.outage.record(c.basePath+cl.path, start, status, err)
 	return status, err
 }
 
@@ -914,7 +914,7 @@ func (c *Client) Identify(ctx context.Context) (ApplicationInfo, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		err = c.transportError(ctx, opInfo, err)
-		c.outage.record(c.basePath+"/info", 0, err)
+		c.outage.record(c.basePath+"/info", start, 0, err)
 		if c.obs != nil {
 			c.obs.EngineCall(opInfo, 0, time.Since(start))
 		}
@@ -931,23 +931,23 @@ func (c *Client) Identify(ctx context.Context) (ApplicationInfo, error) {
 	}
 	if rerr != nil {
 		err := c.transportError(ctx, opInfo, rerr)
-		c.outage.record(c.basePath+"/info", 0, err)
+		c.outage.record(c.basePath+"/info", start, 0, err)
 		return info, err
 	}
 	switch {
 	case gatewayDown(resp.StatusCode):
 		err := decodeError(opInfo, resp.StatusCode, nil, "")
-		c.outage.record(c.basePath+"/info", resp.StatusCode, err)
+		c.outage.record(c.basePath+"/info", start, resp.StatusCode, err)
 		return info, err
 	case resp.StatusCode != http.StatusOK:
-		c.outage.record(c.basePath+"/info", resp.StatusCode, nil)
+		c.outage.record(c.basePath+"/info", start, resp.StatusCode, nil)
 		var be BaseError
 		if json.Unmarshal(body, &be) == nil && be.IsEngineError {
 			return info, decodeError(opInfo, resp.StatusCode, body, strings.TrimPrefix(bearer, "Bearer "))
 		}
 		return info, notEngine("status is not 200")
 	}
-	c.outage.record(c.basePath+"/info", resp.StatusCode, nil)
+	c.outage.record(c.basePath+"/info", start, resp.StatusCode, nil)
 	mt := strings.TrimSpace(strings.ToLower(strings.SplitN(ct, ";", 2)[0]))
 	if mt != "application/json" {
 		return info, notEngine("not JSON")

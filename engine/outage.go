@@ -72,13 +72,15 @@ func cause(err error) string {
 }
 
 // record notes the result of one call to path (the real path, not the route
-// template).
-func (o *outage) record(path string, status int, err error) {
+// template) started at start. Only a call started after the outage began
+// ends it: a long poll sent before may still answer through a proxy that
+// already refuses new calls.
+func (o *outage) record(path string, start time.Time, status int, err error) {
 	switch {
 	case isOutage(status, err):
 	case err == nil || status > 0: // the engine answered
 		if o.down.Load() {
-			o.end(path)
+			o.end(path, start)
 		}
 		return
 	default:
@@ -105,11 +107,11 @@ func (o *outage) record(path string, status int, err error) {
 	o.log.Debug("engine call failed during outage", "path", path, "status", status, "error", cause(err))
 }
 
-func (o *outage) end(path string) {
+func (o *outage) end(path string, start time.Time) {
 	now := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.down.Load() {
+	if !o.down.Load() || start.Before(o.since) {
 		return
 	}
 	o.down.Store(false)
