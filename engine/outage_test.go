@@ -233,3 +233,20 @@ func TestCallObserver(t *testing.T) {
 		t.Fatalf("calls %q, want %q", rec.calls, want)
 	}
 }
+
+// An answer to a call sent before the outage began does not end it.
+func TestOutageEndsOnlyByALaterCall(t *testing.T) {
+	now := time.Unix(1000, 0)
+	o := outage{log: slog.New(slog.DiscardHandler), reminder: time.Minute, now: func() time.Time { return now }}
+	before := now.Add(-time.Second)
+	o.record("/p", now, 0, &TransportError{Op: "GET /p", Err: errors.New("refused")})
+	o.record("/p", before, 200, nil) // a long poll sent before the outage
+	if since, _ := o.state(); since.IsZero() {
+		t.Fatal("an old call's answer ended the outage")
+	}
+	now = now.Add(time.Second)
+	o.record("/p", now, 204, nil)
+	if since, _ := o.state(); !since.IsZero() {
+		t.Fatal("a new call's answer did not end the outage")
+	}
+}
