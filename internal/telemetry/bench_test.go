@@ -20,7 +20,7 @@ import (
 func BenchmarkTaskHooks(b *testing.B) {
 	run := func(b *testing.B, m *telemetry.Metrics, tr *telemetry.Tracing) {
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
+		b.RunParallel(func(pb *testing.PB) { // as many goroutines as GOMAXPROCS, on the same topic
 			for pb.Next() {
 				now := time.Now()
 				var ts bridge.TaskSpan

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,15 +56,39 @@ type Metrics struct {
 
 	ready *prometheus.GaugeVec
 
-	// topics caches the per-topic children, so the pump's hot path does no
-	// label hashing: topic → *topicMetrics.
+	// topics and routes cache the children of the hot paths, so they do no
+	// label hashing: topic → *topicMetrics, route → *routeMetrics.
 	topics sync.Map
+	routes sync.Map
+}
+
+// settlements are the outcomes a topic's series are created for up front.
+var settlements = [...]bridge.Settlement{bridge.SettledFinished, bridge.SettledBPMNError, bridge.SettledFailure,
+	bridge.SettledCancelled, bridge.SettledDropped, bridge.SettledReleased}
+
+func settlementIndex(s bridge.Settlement) int {
+	for i, v := range settlements {
+		if v == s {
+			return i
+		}
+	}
+	return -1
 }
 
 type topicMetrics struct {
 	fetched, published, extensions, extensionFails, pauses prometheus.Counter
 	handlerSeconds                                         prometheus.Observer
 	inFlight, window                                       prometheus.Gauge
+	settled                                                [len(settlements)]prometheus.Counter
+	taskSeconds                                            [len(settlements)]prometheus.Observer
+}
+
+// statusClasses index routeMetrics.
+var statusClasses = [...]string{"error", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+type routeMetrics struct {
+	method, route string
+	byClass       [len(statusClasses)]atomic.Pointer[prometheus.Observer]
 }
 
 // NewMetrics registers the bridge's metrics, the Go runtime's and the
@@ -141,6 +166,10 @@ func (m *Metrics) topic(t string) *topicMetrics {
 		inFlight:       m.inFlight.WithLabelValues(t),
 		window:         m.window.WithLabelValues(t),
 	}
+	for i, st := range settlements {
+		tm.settled[i] = m.settled.WithLabelValues(t, string(st))
+		tm.taskSeconds[i] = m.taskSeconds.WithLabelValues(t, string(st))
+	}
 	v, _ := m.topics.LoadOrStore(t, tm)
 	return v.(*topicMetrics)
 }
@@ -160,6 +189,12 @@ func (m *Metrics) HandlerReplied(topic string, d time.Duration) {
 
 // TaskSettled implements bridge.Observer.
 func (m *Metrics) TaskSettled(topic string, s bridge.Settlement, d time.Duration) {
+	if i := settlementIndex(s); i >= 0 {
+		tm := m.topic(topic)
+		tm.settled[i].Inc()
+		tm.taskSeconds[i].Observe(d.Seconds())
+		return
+	}
 	m.settled.WithLabelValues(topic, string(s)).Inc()
 	m.taskSeconds.WithLabelValues(topic, string(s)).Observe(d.Seconds())
 }
@@ -206,27 +241,34 @@ func (m *Metrics) Gap() { m.gaps.Inc() }
 
 // EngineCall implements engine.CallObserver: route is "METHOD /template".
 func (m *Metrics) EngineCall(route string, status int, d time.Duration) {
-	method, tmpl, ok := strings.Cut(route, " ")
+	v, ok := m.routes.Load(route)
 	if !ok {
-		method, tmpl = "", route
+		method, tmpl, found := strings.Cut(route, " ")
+		if !found {
+			method, tmpl = "", route
+		}
+		v, _ = m.routes.LoadOrStore(route, &routeMetrics{method: method, route: tmpl})
 	}
-	m.engineSeconds.WithLabelValues(method, tmpl, statusClass(status)).Observe(d.Seconds())
+	rm := v.(*routeMetrics)
+	c := statusClass(status)
+	o := rm.byClass[c].Load()
+	if o == nil {
+		obs := m.engineSeconds.WithLabelValues(rm.method, rm.route, statusClasses[c])
+		rm.byClass[c].CompareAndSwap(nil, &obs)
+		o = rm.byClass[c].Load()
+	}
+	(*o).Observe(d.Seconds())
 }
 
-func statusClass(status int) string {
+// statusClass indexes statusClasses.
+func statusClass(status int) int {
 	switch {
 	case status <= 0:
-		return "error"
-	case status < 200:
-		return "1xx"
-	case status < 300:
-		return "2xx"
-	case status < 400:
-		return "3xx"
-	case status < 500:
-		return "4xx"
+		return 0
+	case status >= 600:
+		return 5
 	}
-	return "5xx"
+	return status / 100
 }
 
 // ---- readiness and NATS ---------------------------------------------------
