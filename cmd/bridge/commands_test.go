@@ -40,8 +40,9 @@ func TestVersion(t *testing.T) {
 
 func TestHelpTellsTheTruth(t *testing.T) {
 	cases := map[string][]string{
-		"run":      {"--engine-url", "PE_ENGINE_URL", "--nats-url", "PE_NATS_URL", "(default 30s)", "--client-secret-file", "--nats-tls-ca", "--topics", "--content-mode", "(default binary)", "--events", "--no-service", "--log-format", "--config"},
-		"dev":      {"--demo", "--nats-listen", "(default 127.0.0.1:4222)", "--engine-addr", "(default 127.0.0.1:8000)", "emulator", "PE_DEMO"},
+		"run":      {"--engine-url", "PE_ENGINE_URL", "--nats-url", "PE_NATS_URL", "(default 30s)", "--client-secret-file", "--nats-tls-ca", "--topics", "--content-mode", "(default binary)", "--events", "--no-service", "--log-format", "--config", "--http-addr", "(default 127.0.0.1:8080)", "PE_HTTP_ADDR"},
+		"dev":      {"--demo", "--nats-listen", "(default 127.0.0.1:4222)", "--engine-addr", "(default 127.0.0.1:8000)", "emulator", "PE_DEMO", "--http-addr"},
+		"probe":    {"/readyz", "--http-addr", "--live", "PE_HTTP_ADDR"},
 		"emulator": {"EMULATOR", "development and tests", "--addr", "--models", "--authority", "--fault-error-rate", "not the ProcessCube engine"},
 	}
 	for cmd, wants := range cases {
