@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
-	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/authority"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/examples/models"
@@ -78,7 +77,7 @@ func get(t *testing.T, url string) (int, string, string) {
 // A running bridge answers its probes and serves metrics that pass
 // promlint; bridge probe reports readiness with its exit code.
 func TestRunHealthReadinessMetrics(t *testing.T) {
-	emu, engineURL := testEngine(t, emulator.Config{})
+	_, engineURL := testEngine(t, emulator.Config{})
 	ns := testNATS(t)
 	nc := connect(t, ns.ClientURL())
 	sub, err := nc.Subscribe("pe.task.SampleExternalTask", func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
@@ -107,14 +106,14 @@ func TestRunHealthReadinessMetrics(t *testing.T) {
 		t.Fatalf("bridge probe: %v: %s", err, out)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := emu.Start(ctx, engine.ProcessStartRequest{ProcessModelID: "hello_world", ReturnOn: engine.ReturnOnFinished}); err != nil {
-		t.Fatal(err)
+	// Through the service: a blocking start waits for the task's handler.
+	if reply, err := nc.Request("pe.process.start", []byte(`{"processModelId":"hello_world","returnOn":"finished"}`), 30*time.Second); err != nil ||
+		reply.Header.Get("Nats-Service-Error-Code") != "" {
+		t.Fatalf("pe.process.start: %v %v", err, reply)
 	}
-	// The engine finished the instance before the bridge read the answer to
+	// The engine ended the instance before the bridge read the answer to
 	// its finish call: wait for the bridge to have counted it.
-	const finished = `pe_bridge_engine_request_duration_seconds_count{method="PUT",route="/external_tasks/{id}/finish",status_class="2xx"} 1`
+	const finished = `pe_bridge_tasks_settled_total{outcome="finished",topic="SampleExternalTask"} 1`
 	var metrics string
 	eventually(t, 10*time.Second, func() error {
 		code, ct, body := get(t, "http://"+addr+"/metrics")
@@ -140,6 +139,12 @@ func TestRunHealthReadinessMetrics(t *testing.T) {
 		`pe_bridge_ready{check="all"} 1`,
 		`pe_bridge_engine_request_duration_seconds_count{method="POST",route="/external_tasks/fetch_and_lock",status_class="2xx"}`,
 		`pe_bridge_engine_request_duration_seconds_count{method="GET",route="/info",status_class="2xx"} 1`,
+		`pe_bridge_engine_request_duration_seconds_count{method="PUT",route="/external_tasks/{id}/finish",status_class="2xx"} 1`,
+		`pe_bridge_tasks_fetched_total{topic="SampleExternalTask"} 1`,
+		`pe_bridge_tasks_published_total{topic="SampleExternalTask"} 1`,
+		`pe_bridge_handler_duration_seconds_count{topic="SampleExternalTask"} 1`,
+		`pe_bridge_task_window_size{topic="SampleExternalTask"} 100`,
+		`pe_bridge_service_requests_total{code="200",endpoint="process_start"} 1`,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(metrics, want) {

@@ -216,12 +216,20 @@ func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, event
 	if err != nil {
 		return nil, err
 	}
+	sc := serviceConfig(s)
+	// A nil *Metrics or *Tracing must not become a non-nil interface.
+	if h.metrics != nil {
+		pc.Observer, sc.Observer = h.metrics, h.metrics
+	}
+	if h.tracing != nil {
+		pc.Tracer, sc.Tracer = h.tracing, h.tracing
+	}
 	var p bridgeParts
 	if p.pump, err = bridge.NewPump(eng, nc, pc, logger.With("component", "pump")); err != nil {
 		return nil, fmt.Errorf("creating task pump: %w", err)
 	}
 	if !s.NoService {
-		if p.svc, err = service.New(nc, eng, serviceConfig(s), logger.With("component", "service")); err != nil {
+		if p.svc, err = service.New(nc, eng, sc, logger.With("component", "service")); err != nil {
 			return nil, fmt.Errorf("creating service: %w", err)
 		}
 	}
