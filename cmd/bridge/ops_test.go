@@ -334,3 +334,42 @@ func TestRunEngineOutage(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// OTEL_EXPORTER_OTLP_ENDPOINT turns tracing on: the binary exports the
+// task's spans over OTLP/HTTP.
+func TestRunExportsTracesOverOTLP(t *testing.T) {
+	var posts atomic.Int32
+	collector := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/traces" && r.Header.Get("Content-Type") == "application/x-protobuf" && len(b) > 0 {
+			posts.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	_, engineURL := testEngine(t, emulator.Config{})
+	ns := testNATS(t)
+	nc := connect(t, ns.ClientURL())
+	sub, err := nc.Subscribe("pe.task.SampleExternalTask", func(m *nats.Msg) { _ = m.Respond([]byte(`{}`)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	p := startBridge(t, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + collector, "OTEL_BSP_SCHEDULE_DELAY=50"},
+		"run", "--engine-url", engineURL, "--nats-url", ns.ClientURL())
+	p.waitLine("bridge ready", 20*time.Second)
+	p.waitErr("tracing on", time.Second)
+	if _, err := nc.Request("pe.process.start", []byte(`{"processModelId":"hello_world","returnOn":"finished"}`), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if posts.Load() == 0 {
+			return fmt.Errorf("no spans exported yet")
+		}
+		return nil
+	})
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
