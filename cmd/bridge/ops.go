@@ -21,13 +21,6 @@ import (
 	"github.com/pe-bridge/pe-bridge/internal/telemetry"
 )
 
-// discoverer is the pump's first-discovery signal (bridge.Pump.Discovered):
-// closed once the first topic discovery is done. Pumps without it count as
-// discovered once running.
-type discoverer interface {
-	Discovered() <-chan struct{}
-}
-
 // Readiness checks, in the order /readyz lists them.
 const (
 	checkNATS    = "nats"

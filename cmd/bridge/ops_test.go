@@ -120,8 +120,11 @@ func TestRunHealthReadinessMetrics(t *testing.T) {
 		if code != 200 || !strings.HasPrefix(ct, "text/plain") {
 			t.Fatalf("/metrics: %d %s", code, ct)
 		}
-		if metrics = body; !strings.Contains(body, finished) {
-			return fmt.Errorf("no %s yet", finished)
+		metrics = body
+		for _, want := range []string{finished, `pe_bridge_events_forwarded_total{event="process_ended"} 1`} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("no %s yet", want)
+			}
 		}
 		return nil
 	})

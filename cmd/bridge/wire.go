@@ -234,7 +234,7 @@ func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, event
 		}
 	}
 	if !s.NoEvents {
-		if err := p.newForwarder(s, nc, eng, events, source, logger.With("component", "forwarder")); err != nil {
+		if err := p.newForwarder(s, nc, eng, events, source, h, logger.With("component", "forwarder")); err != nil {
 			return nil, err
 		}
 	}
@@ -254,7 +254,7 @@ func serviceConfig(s *config.Settings) service.Config {
 // newForwarder builds the event forwarder: its feed (Socket.IO or long
 // polls), its Watermill publisher (JetStream acks with --events-stream), the
 // stream and the lease when configured.
-func (p *bridgeParts) newForwarder(s *config.Settings, nc *nats.Conn, eng *engine.Client, events []string, source string, logger *slog.Logger) error {
+func (p *bridgeParts) newForwarder(s *config.Settings, nc *nats.Conn, eng *engine.Client, events []string, source string, h hooks, logger *slog.Logger) error {
 	var (
 		feed forwarder.Feed
 		err  error
@@ -296,6 +296,9 @@ func (p *bridgeParts) newForwarder(s *config.Settings, nc *nats.Conn, eng *engin
 		return err
 	}
 	cfg := forwarder.Config{Events: events, Source: source}
+	if h.metrics != nil {
+		cfg.Observer = h.metrics
+	}
 	if p.lease != nil {
 		cfg.Leader = p.lease
 	}
@@ -324,16 +327,8 @@ func (p *bridgeParts) start(ctx context.Context, g *errgroup.Group) {
 	}
 }
 
-// discovered is closed once the pump's first topic discovery is done (at
-// once for a pump without the signal).
-func (p *bridgeParts) discovered() <-chan struct{} {
-	if d, ok := any(p.pump).(discoverer); ok {
-		return d.Discovered()
-	}
-	ch := make(chan struct{})
-	close(ch)
-	return ch
-}
+// discovered is closed once the pump's first topic discovery is done.
+func (p *bridgeParts) discovered() <-chan struct{} { return p.pump.Discovered() }
 
 // serviceReady is closed once the micro service is registered (at once with
 // --no-service).
