@@ -25,10 +25,10 @@ type fakeEngine struct {
 	// fetchStall, when it reports true for fetch n, holds that fetch until
 	// ctx ends, without taking tasks (a stalled engine).
 	fetchStall func(n int) bool
-	extends  map[string][]time.Time
-	finishes map[string][]json.RawMessage
-	errs     map[string][]engine.ExternalTaskError
-	calls    map[string]int // finish + error calls per task
+	extends    map[string][]time.Time
+	finishes   map[string][]json.RawMessage
+	errs       map[string][]engine.ExternalTaskError
+	calls      map[string]int // finish + error calls per task
 
 	extendErr func(id string, n int) error // n = 1-based extend number of the task
 	reportErr func(id string, n int) error // n = 1-based finish/error call of the task

@@ -329,7 +329,7 @@ func TestScenarioNATSOutageRepublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
-	cfg := scenarioConfig("outage") // default handler timeout (5 min)
+	cfg := scenarioConfig("outage")   // default handler timeout (5 min)
 	cfg.LongPollTimeout = time.Second // Run waits for the open long poll
 	e.runPump(cfg)
 	ids := e.startN("outage", n)
