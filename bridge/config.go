@@ -281,7 +281,8 @@ func (c Config) fetchMargin() time.Duration {
 }
 
 // hedgeDelay is how long a fetch may stay open, while the topic is busy
-// (the last fetch brought tasks), before another fetch starts beside it:
+// (a fetch brought tasks within the last long poll), before another fetch
+// starts beside it:
 // with tasks waiting the engine answers at once, so a fetch that takes this
 // long is probably stalled (or the topic went quiet: then two long polls
 // wait side by side until the next one comes back empty).

@@ -34,10 +34,10 @@
 // outcome is still being reported to the engine leave the window but are
 // capped at another Window per topic, so a slow engine stops the fetching
 // too. Each fetch is bounded by LongPollTimeout plus a small margin; on a
-// busy topic (the last fetch brought tasks) a fetch open for more than
-// LongPollTimeout/20 (at most 500 ms) is taken as stalled and a second one
-// starts beside it (at most three open per topic; the window may then
-// briefly hold one fetch more). Engine errors back the poller off
+// busy topic (a fetch brought tasks within the last long poll) a fetch open
+// for more than LongPollTimeout/20 (at most 500 ms) is taken as stalled and
+// another one starts beside it (at most three open per topic; the window
+// may then briefly hold one fetch more; an idle topic keeps one long poll). Engine errors back the poller off
 // exponentially with jitter (RetryBackoff … MaxRetryBackoff). Discovered is
 // closed after the first topic discovery (at once with Config.Topics).
 //

@@ -381,12 +381,15 @@ type fetchResult struct {
 
 // poll runs the long polls of a topic: it waits for free window slots,
 // fetches at most that many tasks and hands them to startTask. Each fetch is
-// bounded by LongPollTimeout plus a margin. While the topic is busy (the
-// last fetch brought tasks), a fetch open for longer than hedgeDelay is
+// bounded by LongPollTimeout plus a margin. While the topic is busy (a fetch
+// brought tasks within the last LongPollTimeout), a fetch open for longer
+// than hedgeDelay is
 // probably stalled: another one starts beside it with the free slots (the
 // first one's tasks, should it still answer, are taken too; the window may
 // then briefly hold up to one fetch more). At most maxOpenFetches are open
-// per topic, one of them not given up on. When ctx ends no fetch starts, but
+// per topic, one of them not given up on; when a busy topic goes quiet this
+// costs up to two extra long polls (an idle topic keeps one long poll at a
+// time). When ctx ends no fetch starts, but
 // the open ones are waited for and their tasks delivered: the engine has
 // locked them.
 func (p *Pump) poll(ctx context.Context, ts *topicState) {
@@ -394,9 +397,10 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 	defer ts.cancel()
 	results := make(chan fetchResult, maxOpenFetches)
 	var open []*fetchSlot
-	// busy: the last fetch brought tasks. Not at first, so an idle topic
-	// keeps one long poll at a time (performance.md: idle budget).
-	busy := false
+	// lastTasks: when a fetch last brought tasks. The topic is busy for one
+	// long poll after that; not at first, so an idle topic keeps one long
+	// poll at a time (performance.md: idle budget).
+	var lastTasks time.Time
 	failures := 0
 	var notBefore time.Time
 	timer := time.NewTimer(time.Hour)
@@ -414,6 +418,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 				active = append(active, fs)
 			}
 		}
+		busy := !lastTasks.IsZero() && time.Since(lastTasks) < p.cfg.LongPollTimeout
 		if !stopping && len(open) < maxOpenFetches && (len(active) == 0 || len(active) == 1 && busy) {
 			at := notBefore
 			var skip *fetchSlot
@@ -431,9 +436,6 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 					d = pause
 				case n > 0:
 					if skip != nil {
-						// One hedge per sign of work: if this one only long-polls
-						// too, the topic went quiet.
-						busy = false
 						skip.hedged = true
 						ts.unreserve(skip)
 						p.stats.hedgedFetches.Add(1)
@@ -468,7 +470,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 			}
 			if r.err != nil {
 				failures++
-				busy = false
+				lastTasks = time.Time{}
 				p.stats.fetchErrors.Add(1)
 				d := backoff(failures, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
 				notBefore = time.Now().Add(d)
@@ -480,8 +482,8 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 				break
 			}
 			failures = 0
-			if !r.fs.hedged || len(r.tasks) > 0 {
-				busy = len(r.tasks) > 0
+			if len(r.tasks) > 0 {
+				lastTasks = time.Now()
 			}
 			for i := range r.tasks {
 				p.startTask(ts, &r.tasks[i], r.fs.start)
