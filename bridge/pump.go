@@ -360,8 +360,11 @@ func (p *Pump) setTopics(ctx context.Context, topics []string) {
 }
 
 // maxOpenFetches bounds the fetches open at once for one topic: one
-// current and up to two that seem stalled.
-const maxOpenFetches = 3
+// current and up to seven given up on as stalled. A given-up fetch stays
+// open until its bound (LongPollTimeout plus margin: cutting it off could
+// strand tasks it locked), so on a busy topic whose engine stalls now and
+// then several pile up.
+const maxOpenFetches = 8
 
 // fetchSlot is one open fetch_and_lock of a topic and the window slots it
 // asked for (reserved while it is open, unless a hedge took them over).
@@ -388,8 +391,7 @@ type fetchResult struct {
 // first one's tasks, should it still answer, are taken too; the window may
 // then briefly hold up to one fetch more). At most maxOpenFetches are open
 // per topic, one of them not given up on; when a busy topic goes quiet this
-// costs up to two extra long polls (an idle topic keeps one long poll at a
-// time). When ctx ends no fetch starts, but
+// costs one extra long poll (an idle topic keeps one long poll at a time). When ctx ends no fetch starts, but
 // the open ones are waited for and their tasks delivered: the engine has
 // locked them.
 func (p *Pump) poll(ctx context.Context, ts *topicState) {
@@ -400,7 +402,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 	// lastTasks: when a fetch last brought tasks. The topic is busy for one
 	// long poll after that; not at first, so an idle topic keeps one long
 	// poll at a time (performance.md: idle budget).
-	var lastTasks time.Time
+	var lastTasks, lastHedge time.Time
 	failures := 0
 	var notBefore time.Time
 	timer := time.NewTimer(time.Hour)
@@ -418,7 +420,9 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 				active = append(active, fs)
 			}
 		}
-		busy := !lastTasks.IsZero() && time.Since(lastTasks) < p.cfg.LongPollTimeout
+		// One hedge per sign of work: when the hedge only long-polls too,
+		// the topic went quiet.
+		busy := !lastTasks.IsZero() && time.Since(lastTasks) < p.cfg.LongPollTimeout && !lastTasks.Before(lastHedge)
 		if !stopping && len(open) < maxOpenFetches && (len(active) == 0 || len(active) == 1 && busy) {
 			at := notBefore
 			var skip *fetchSlot
@@ -436,6 +440,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 					d = pause
 				case n > 0:
 					if skip != nil {
+						lastHedge = time.Now()
 						skip.hedged = true
 						ts.unreserve(skip)
 						p.stats.hedgedFetches.Add(1)
@@ -469,8 +474,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 				break
 			}
 			if r.err != nil {
-				failures++
-				lastTasks = time.Time{}
+				failures++ // lastTasks stays: a stalled engine is no sign of an idle topic
 				p.stats.fetchErrors.Add(1)
 				d := backoff(failures, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
 				notBefore = time.Now().Add(d)

@@ -226,6 +226,21 @@ func TestScenarioStalledTaskCalls(t *testing.T) {
 		}
 		p, stop := e.runPump(scenarioConfig("stall-calls"))
 		start := time.Now()
+		progress := make(chan struct{})
+		go func() { // the finished count every 2 s, to see a slow bulk from a long tail
+			var line []string
+			for {
+				select {
+				case <-progress:
+					t.Logf("stall %.2f finished per 2 s: %s", stall, strings.Join(line, " "))
+					close(progress)
+					return
+				case <-time.After(2 * time.Second):
+					st := e.emu.Stats()
+					line = append(line, fmt.Sprintf("%d(in %d, fetches %d)", st.TasksFinished, p.Stats().InFlight, st.Fetch.Total))
+				}
+			}
+		}()
 		ids := make([]string, 0, n)
 		for i := range n {
 			if wait := time.Until(start.Add(time.Duration(i) * 5 * time.Millisecond)); wait > 0 {
@@ -233,7 +248,10 @@ func TestScenarioStalledTaskCalls(t *testing.T) {
 			}
 			ids = append(ids, e.start("stall_calls", nil))
 		}
-		if !e.waitSettled(400*time.Second, ids) {
+		settledOK := e.waitSettled(400*time.Second, ids)
+		progress <- struct{}{}
+		<-progress
+		if !settledOK {
 			t.Errorf("stall %.2f: %+v after %s", stall, e.tally(ids), time.Since(start))
 		}
 		took := time.Since(start)
