@@ -366,6 +366,10 @@ func (p *Pump) setTopics(ctx context.Context, topics []string) {
 // then several pile up.
 const maxOpenFetches = 8
 
+// maxHedges is how many fetches in a row may be started beside a slow one
+// before a fetch brings tasks again.
+const maxHedges = 2
+
 // fetchSlot is one open fetch_and_lock of a topic and the window slots it
 // asked for (reserved while it is open, unless a hedge took them over).
 type fetchSlot struct {
@@ -391,7 +395,8 @@ type fetchResult struct {
 // first one's tasks, should it still answer, are taken too; the window may
 // then briefly hold up to one fetch more). At most maxOpenFetches are open
 // per topic, one of them not given up on; when a busy topic goes quiet this
-// costs one extra long poll (an idle topic keeps one long poll at a time). When ctx ends no fetch starts, but
+// costs up to maxHedges extra long polls (an idle topic keeps one long poll
+// at a time). When ctx ends no fetch starts, but
 // the open ones are waited for and their tasks delivered: the engine has
 // locked them.
 func (p *Pump) poll(ctx context.Context, ts *topicState) {
@@ -402,7 +407,8 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 	// lastTasks: when a fetch last brought tasks. The topic is busy for one
 	// long poll after that; not at first, so an idle topic keeps one long
 	// poll at a time (performance.md: idle budget).
-	var lastTasks, lastHedge time.Time
+	var lastTasks time.Time
+	hedges := 0 // hedges since a fetch last brought tasks
 	failures := 0
 	var notBefore time.Time
 	timer := time.NewTimer(time.Hour)
@@ -420,9 +426,9 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 				active = append(active, fs)
 			}
 		}
-		// One hedge per sign of work: when the hedge only long-polls too,
-		// the topic went quiet.
-		busy := !lastTasks.IsZero() && time.Since(lastTasks) < p.cfg.LongPollTimeout && !lastTasks.Before(lastHedge)
+		// Two hedges per sign of work (the first one may stall as well): when
+		// they only long-poll too, the topic went quiet.
+		busy := !lastTasks.IsZero() && time.Since(lastTasks) < p.cfg.LongPollTimeout && hedges < maxHedges
 		if !stopping && len(open) < maxOpenFetches && (len(active) == 0 || len(active) == 1 && busy) {
 			at := notBefore
 			var skip *fetchSlot
@@ -440,7 +446,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 					d = pause
 				case n > 0:
 					if skip != nil {
-						lastHedge = time.Now()
+						hedges++
 						skip.hedged = true
 						ts.unreserve(skip)
 						p.stats.hedgedFetches.Add(1)
@@ -488,6 +494,7 @@ func (p *Pump) poll(ctx context.Context, ts *topicState) {
 			failures = 0
 			if len(r.tasks) > 0 {
 				lastTasks = time.Now()
+				hedges = 0
 			}
 			for i := range r.tasks {
 				p.startTask(ts, &r.tasks[i], r.fs.start)
