@@ -360,11 +360,12 @@ func (p *Pump) setTopics(ctx context.Context, topics []string) {
 }
 
 // maxOpenFetches bounds the fetches open at once for one topic: one
-// current and up to seven given up on as stalled. A given-up fetch stays
-// open until its bound (LongPollTimeout plus margin: cutting it off could
-// strand tasks it locked), so on a busy topic whose engine stalls now and
-// then several pile up.
-const maxOpenFetches = 8
+// current and the rest given up on as stalled. A given-up fetch stays open
+// until its bound (LongPollTimeout plus margin: cutting it off could strand
+// tasks it locked), so on a busy topic whose engine stalls now and then
+// many pile up (a busy topic fetches often: each stall leaves one open for
+// up to 12.5 s). Each holds a goroutine and an engine connection.
+const maxOpenFetches = 64
 
 // maxHedges is how many fetches in a row may be started beside a slow one
 // before a fetch brings tasks again.
