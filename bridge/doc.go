@@ -37,8 +37,9 @@
 // busy topic (a fetch brought tasks within the last long poll) a fetch open
 // for more than LongPollTimeout/20 (at most 500 ms) is taken as stalled and
 // another one starts beside it (at most 64 open per topic, one not given
-// up on, the others run to their bound; should a given-up fetch still answer, its tasks are taken too and
-// the window briefly holds more; an idle topic keeps one long poll). Engine errors back the poller off
+// up on, the others run to their bound; should a given-up fetch still
+// answer, its tasks are taken too and the window briefly holds more; an
+// idle topic keeps one long poll). Engine errors back the poller off
 // exponentially with jitter (RetryBackoff … MaxRetryBackoff). Discovered is
 // closed after the first topic discovery (at once with Config.Topics).
 //
