@@ -102,7 +102,8 @@
 // leaves the lock unattended; extension goes on until the outcome is
 // reported or MaxProcessingTime (per topic: MaxProcessingTimeByTopic) has
 // passed since the fetch. Finish/error calls are bounded by LockDuration/15
-// (at least 1 s), doubling per retry up to LockDuration. 409 on extend means the engine
+// (at least 1 s), the same for the first retry (at once after a timeout),
+// then doubling per retry up to LockDuration. 409 on extend means the engine
 // closed the task (boundary event, termination): the pump stops, publishes
 // a events.TypeTaskCancelled event (id = task id, extension "reason") on
 // events.CancelSubject(topic) and drops any late reply. 423/404 on extend:

@@ -229,7 +229,7 @@ func TestLockPolicy(t *testing.T) {
 
 func TestLockPolicyReportTimeout(t *testing.T) {
 	lp := lockPolicy{lock: 30 * time.Second}
-	for n, want := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second} {
+	for n, want := range []time.Duration{2 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second} {
 		if got := lp.reportTimeout(n); got != want {
 			t.Errorf("try %d: %s, want %s", n, got, want)
 		}

@@ -17,10 +17,10 @@ import "time"
 //     first success ends the cycle (late answers of the others only move
 //     the expiry further out);
 //   - a finish/error call is bounded by a fifteenth of the lock (2 s of
-//     30 s, at least 1 s), doubling with each retry up to the whole lock: a
-//     stalled call is given up early (a reporter waiting on it reports
-//     nothing else) and a slow engine still gets the time it needs on a
-//     later try.
+//     30 s, at least 1 s), the same for the first retry (which starts at
+//     once after a timeout), then doubling up to the whole lock: a stalled
+//     call is given up early (a reporter waiting on it reports nothing
+//     else) and a slow engine still gets the time it needs on a later try.
 type lockPolicy struct {
 	lock time.Duration
 }
@@ -88,7 +88,7 @@ func (lp lockPolicy) adopt(c *lockCycle, start time.Time) {
 // reportTimeout bounds the n-th (0-based) try of a finish/error call.
 func (lp lockPolicy) reportTimeout(n int) time.Duration {
 	d := max(lp.lock/15, time.Second)
-	for i := 0; i < n && d < lp.lock; i++ {
+	for i := 1; i < n && d < lp.lock; i++ {
 		d *= 2
 	}
 	return min(d, max(lp.lock, time.Second))

@@ -31,6 +31,7 @@ type eventInfo struct {
 	rep        report        // the handler's outcome (evOutcome)
 	lockStart  time.Time     // start of the re-fetch (evRefetched)
 	refused    error         // the engine's answer (evReportRefused)
+	timedOut   bool          // the call hit its own bound (evReportFailed): retry at once
 }
 
 // task is one locked external task. Its state changes only in fire, through
@@ -234,7 +235,11 @@ func (t *task) fire(ev lifeEvent, in eventInfo) {
 	}
 	if a&actArmReportRetry != 0 {
 		t.repFails++
-		t.armStep(backoff(t.repFails, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff))
+		d := backoff(t.repFails, p.cfg.RetryBackoff, p.cfg.MaxRetryBackoff)
+		if in.timedOut {
+			d = 0 // the bound was the wait; a longer bound comes with the next try
+		}
+		t.armStep(d)
 	}
 	if a&actPublish != 0 {
 		t.publish(ev == evReconnected)
@@ -535,6 +540,7 @@ func (t *task) doReport(ctx context.Context) {
 	} else {
 		err = p.eng.HandleError(cctx, t.et.ID, p.cfg.WorkerID, r.err)
 	}
+	timedOut := err != nil && cctx.Err() != nil && ctx.Err() == nil
 	cancel()
 	if endSpan != nil {
 		endSpan(err)
@@ -560,7 +566,7 @@ func (t *task) doReport(ctx context.Context) {
 	case engine.IsTemporary(err) || errors.Is(err, context.DeadlineExceeded):
 		p.stats.reportErrors.Add(1)
 		p.log.Debug("reporting outcome; retrying", t.attrs("error", err)...)
-		t.fire(evReportFailed, eventInfo{cause: err.Error()})
+		t.fire(evReportFailed, eventInfo{cause: err.Error(), timedOut: timedOut})
 	default:
 		p.log.Error("engine rejected the outcome; dropping the task", t.attrs("error", err)...)
 		t.fire(evReportRefused, eventInfo{refused: err})
