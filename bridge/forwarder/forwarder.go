@@ -54,6 +54,13 @@ type Leader interface {
 	Leading() bool
 }
 
+// acquirer is a Leader that announces when this replica became the leader
+// (Lease does): a gap pending since the replica was a follower is then
+// announced at once, not with the next engine event, which may be long.
+type acquirer interface {
+	Acquired() <-chan struct{}
+}
+
 // Config tunes the forwarder. Zero fields take the documented defaults.
 type Config struct {
 	// Events are the engine notification names to forward, each on
@@ -337,10 +344,16 @@ func (f *Forwarder) kickDeploy() {
 // publishLoop publishes the queue in order until the feed ended and the
 // queue is empty.
 func (f *Forwarder) publishLoop(feedDone <-chan struct{}) {
+	var acquired <-chan struct{}
+	if a, ok := f.cfg.Leader.(acquirer); ok {
+		acquired = a.Acquired()
+	}
 	for {
 		select {
 		case it := <-f.queue:
 			f.handle(it)
+		case <-acquired:
+			f.tookLead()
 		case <-feedDone:
 			for {
 				select {
@@ -395,6 +408,22 @@ func (f *Forwarder) handle(it item) {
 	}
 	f.cfg.Observer.EventForwarded(it.name)
 	f.log.Debug("forwarder: event published", "event", it.name, "ce_id", ev.ID, "process_instance_id", it.m.ProcessInstanceID)
+}
+
+// tookLead announces, once this replica leads, the gap pending since it
+// was a follower.
+func (f *Forwarder) tookLead() {
+	if !f.cfg.Leader.Leading() {
+		return
+	}
+	if f.follower {
+		f.follower = false
+		f.setGap(GapTakeover)
+		f.cfg.Observer.Gap()
+	}
+	if f.pendGap != "" {
+		f.flushGap()
+	}
 }
 
 // setGap records a gap to announce before the next event; a specific reason

@@ -582,3 +582,67 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// switchLeader is a Leader that announces its acquisitions, as Lease does.
+type switchLeader struct {
+	mu       sync.Mutex
+	leading  bool
+	acquired chan struct{}
+}
+
+func (l *switchLeader) Leading() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.leading
+}
+
+func (l *switchLeader) Acquired() <-chan struct{} { return l.acquired }
+
+func (l *switchLeader) take() {
+	l.mu.Lock()
+	l.leading = true
+	l.mu.Unlock()
+	l.acquired <- struct{}{}
+}
+
+// TestGapAnnouncedWhenLeaseTaken: a replica that connected while another
+// held the lease, and then takes it over while the engine is quiet,
+// announces the gap at once rather than with the next engine event (a
+// consumer waiting for the gap before it starts work would wait forever).
+func TestGapAnnouncedWhenLeaseTaken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pub := &recPub{}
+		obs := &countObserver{}
+		l := &switchLeader{acquired: make(chan struct{}, 1)}
+		feed := feedFunc(func(ctx context.Context, names []string, s Sink) error {
+			s.Connected(true) // handled while a follower: nothing published
+			<-ctx.Done()
+			return nil
+		})
+		f, err := New(feed, pub, Config{Events: []string{"process_started"}, Leader: l, Observer: obs}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- f.Run(ctx) }()
+		synctest.Wait()
+		if got := pub.topics(); len(got) != 0 {
+			t.Fatalf("a follower published %v", got)
+		}
+		l.take()
+		synctest.Wait()
+		if got := pub.topics(); !equal(got, []string{"pe.event.gap"}) {
+			t.Fatalf("after taking the lease published %v, want the gap at once", got)
+		}
+		var d GapData
+		_ = json.Unmarshal(pub.msgs[0].msg.Payload, &d)
+		if d.Reason != GapTakeover || obs.gaps != 1 {
+			t.Errorf("gap %q, observer gaps %d", d.Reason, obs.gaps)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -48,6 +48,8 @@ type Lease struct {
 	log *slog.Logger
 	now func() time.Time
 
+	acquired chan struct{} // cap 1: a value each time this replica takes the lease
+
 	mu         sync.Mutex
 	rev        uint64
 	validUntil time.Time // Leading is true until then
@@ -96,7 +98,7 @@ func NewLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig, logg
 		logger.Warn("forwarder: lease bucket exists with another TTL; using it", "bucket", cfg.Bucket, "ttl", ttl, "configured_ttl", cfg.TTL)
 		cfg.TTL = ttl
 	}
-	return &Lease{kv: kv, cfg: cfg, log: logger, now: time.Now}, nil
+	return &Lease{kv: kv, cfg: cfg, log: logger, now: time.Now, acquired: make(chan struct{}, 1)}, nil
 }
 
 // LeaseKey makes s (e.g. an engine URL) a KV key: characters other than
@@ -119,6 +121,11 @@ func (l *Lease) Leading() bool {
 	defer l.mu.Unlock()
 	return l.now().Before(l.validUntil)
 }
+
+// Acquired receives a value each time this replica takes the lease (values
+// coalesce), so the forwarder announces a pending gap at once instead of
+// with the next event.
+func (l *Lease) Acquired() <-chan struct{} { return l.acquired }
 
 // Run claims and renews the lease every TTL/3 until ctx is done; then it
 // releases a held lease (so another replica takes over within TTL/3) and
@@ -161,11 +168,15 @@ func (l *Lease) attempt(ctx context.Context) {
 	defer l.mu.Unlock()
 	switch {
 	case err == nil:
-		if !held {
-			l.log.Info("forwarder: holding the event lease; this replica publishes engine events", "bucket", l.cfg.Bucket, "key", l.cfg.Key, "holder", l.cfg.Holder)
-		}
 		l.rev = rev
 		l.validUntil = start.Add(l.cfg.TTL * 2 / 3)
+		if !held {
+			l.log.Info("forwarder: holding the event lease; this replica publishes engine events", "bucket", l.cfg.Bucket, "key", l.cfg.Key, "holder", l.cfg.Holder)
+			select {
+			case l.acquired <- struct{}{}:
+			default:
+			}
+		}
 	case held:
 		l.log.Warn("forwarder: renewing the event lease", "bucket", l.cfg.Bucket, "error", err)
 		if errors.Is(err, jetstream.ErrKeyExists) { // someone else holds it now
