@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -722,5 +723,76 @@ func TestSocketFallsBackToPolling(t *testing.T) {
 	in.expect(t, "process_ended", res.ProcessInstanceID)
 	if wsRefused.Load() == 0 {
 		t.Fatal("the feed never tried WebSocket")
+	}
+}
+
+// TestEventAboveMaxPayload: an engine event above the NATS server's
+// max_payload (a big token, which the engine accepts) is dropped at the
+// first attempt, not retried for seconds while the queue backs up; the WARN
+// names its size and the limit and carries no Watermill stack trace; a
+// publish_failed gap precedes the next event, which flows.
+func TestEventAboveMaxPayload(t *testing.T) {
+	conf := t.TempDir() + "/small.conf"
+	if err := os.WriteFile(conf, []byte("max_payload: 65536\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	nc := connect(t, ns.ClientURL())
+	eng := newEngine(t, emulator.Config{})
+	in := subscribe(t, nc)
+	logs := &levelLog{}
+	_, obs, _ := runForwarder(t, eng, nc, fwdOpts{logger: slog.New(logs), cfg: forwarder.Config{Events: []string{"process_started"}}})
+	in.gap(t)
+
+	big, err := eng.client.StartProcess(context.Background(), engine.ProcessStartRequest{ProcessModelID: "direct",
+		InitialToken: json.RawMessage(`{"big":"` + strings.Repeat("x", 100_000) + `"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := eng.client.StartProcess(context.Background(), engine.ProcessStartRequest{ProcessModelID: "direct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := in.gap(t); r != forwarder.GapPublish {
+		t.Fatalf("gap reason %q, want %q", r, forwarder.GapPublish)
+	}
+	in.expect(t, "process_started", small.ProcessInstanceID)
+	// One connection publishes in order: had the big event gone out, it
+	// would have arrived before the small one, and be among in.seen.
+	for _, m := range in.seen {
+		if m.Header.Get(events.HeaderPrefix+events.ExtProcessInstanceID) == big.ProcessInstanceID {
+			t.Fatal("the oversized event arrived")
+		}
+	}
+	if d := obs.dropped.Load(); d != 1 {
+		t.Fatalf("%d events dropped, want 1", d)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	var warns int
+	for _, r := range logs.recs {
+		var errText string
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "error" {
+				errText = a.Value.Resolve().String()
+			}
+			return true
+		})
+		if strings.Contains(r.Message, "retrying") {
+			t.Errorf("an oversized event was retried: %s %s", r.Message, errText)
+		}
+		if r.Level >= slog.LevelWarn {
+			warns++
+			if !strings.Contains(errText, "bytes, above the NATS server's max_payload of 65536 bytes") || strings.Contains(errText, "\n") {
+				t.Errorf("WARN %q error %q: want size and limit, one line", r.Message, errText)
+			}
+		}
+	}
+	if warns != 1 {
+		t.Errorf("%d WARNs, want 1", warns)
 	}
 }
