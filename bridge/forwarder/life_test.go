@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/events"
 	"github.com/pe-bridge/pe-bridge/examples/models"
 	"github.com/pe-bridge/pe-bridge/internal/natsserver"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 const pollPath = engine.BasePath + "/notifications/long_polling/"
@@ -794,5 +796,57 @@ func TestEventAboveMaxPayload(t *testing.T) {
 	}
 	if warns != 1 {
 		t.Errorf("%d WARNs, want 1", warns)
+	}
+}
+
+// nopSink drops what a feed delivers.
+type nopSink struct{}
+
+func (nopSink) Event(string, engine.EventMessage, json.RawMessage) {}
+func (nopSink) Connected(bool)                                     {}
+
+// TestSocketRefusedSaysWhy: when nothing listens at the engine URL, the WARN
+// of the Socket.IO feed names the cause (the Socket.IO client's own message
+// is only "fetch read error").
+func TestSocketRefusedSaysWhy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	_ = ln.Close() // nothing listens there now: every connection is refused
+	logs := &levelLog{}
+	feed, err := forwarder.NewSocketFeed(url, engine.DummyTokenSource(), forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, ConnectTimeout: 2 * time.Second}, slog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- feed.Run(ctx, []string{"process_started"}, nopSink{}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var warn string
+	testutil.Eventually(t, 10*time.Second, func() error {
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		for _, r := range logs.recs {
+			if r.Level >= slog.LevelWarn {
+				r.Attrs(func(a slog.Attr) bool {
+					if a.Key == "error" {
+						warn = a.Value.String()
+					}
+					return true
+				})
+				return nil
+			}
+		}
+		return errors.New("no WARN yet")
+	})
+	if !strings.Contains(warn, "connection refused") {
+		t.Fatalf("WARN error %q does not say the connection was refused", warn)
 	}
 }
