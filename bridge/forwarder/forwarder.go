@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/pe-bridge/pe-bridge/bridge/forwarder/watermillce"
 	"github.com/pe-bridge/pe-bridge/engine"
@@ -455,11 +456,17 @@ func (f *Forwarder) publish(subject string, ev *events.Event) bool {
 		if err == nil {
 			return true
 		}
-		if attempt >= f.cfg.PublishAttempts {
-			f.log.Warn("forwarder: publishing event", "subject", subject, "ce_id", ev.ID, "attempts", attempt, "error", err)
+		// err.Error(), not err: slog formats an error value with %+v, and
+		// Watermill's errors (github.com/pkg/errors) then print their stack.
+		if errors.Is(err, nats.ErrMaxPayload) { // permanent: retrying cannot help
+			f.log.Warn("forwarder: event cannot be published, dropped", "subject", subject, "ce_id", ev.ID, "error", err.Error())
 			return false
 		}
-		f.log.Debug("forwarder: publishing event, retrying", "subject", subject, "ce_id", ev.ID, "error", err, "retry_in", wait)
+		if attempt >= f.cfg.PublishAttempts {
+			f.log.Warn("forwarder: publishing event", "subject", subject, "ce_id", ev.ID, "attempts", attempt, "error", err.Error())
+			return false
+		}
+		f.log.Debug("forwarder: publishing event, retrying", "subject", subject, "ce_id", ev.ID, "error", err.Error(), "retry_in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

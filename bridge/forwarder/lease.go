@@ -44,6 +44,7 @@ type LeaseConfig struct {
 // entry can expire and another replica can take it.
 type Lease struct {
 	kv  jetstream.KeyValue
+	js  jetstream.JetStream
 	cfg LeaseConfig
 	log *slog.Logger
 	now func() time.Time
@@ -53,6 +54,7 @@ type Lease struct {
 	mu         sync.Mutex
 	rev        uint64
 	validUntil time.Time // Leading is true until then
+	refused    bool      // a claim was refused by the server's permissions (logged once)
 }
 
 // NewLease creates or binds the bucket. logger nil discards.
@@ -86,11 +88,11 @@ func NewLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig, logg
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening lease bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("opening lease bucket %s: %w", cfg.Bucket, jsRefused(js, err))
 	}
 	st, err := kv.Status(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading lease bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("reading lease bucket %s: %w", cfg.Bucket, jsRefused(js, err))
 	}
 	if ttl := st.TTL(); ttl <= 0 {
 		return nil, fmt.Errorf("forwarder: lease bucket %s has no TTL (max age): a dead holder would keep the lease forever", cfg.Bucket)
@@ -98,7 +100,7 @@ func NewLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig, logg
 		logger.Warn("forwarder: lease bucket exists with another TTL; using it", "bucket", cfg.Bucket, "ttl", ttl, "configured_ttl", cfg.TTL)
 		cfg.TTL = ttl
 	}
-	return &Lease{kv: kv, cfg: cfg, log: logger, now: time.Now, acquired: make(chan struct{}, 1)}, nil
+	return &Lease{kv: kv, js: js, cfg: cfg, log: logger, now: time.Now, acquired: make(chan struct{}, 1)}, nil
 }
 
 // LeaseKey makes s (e.g. an engine URL) a KV key: characters other than
@@ -185,6 +187,13 @@ func (l *Lease) attempt(ctx context.Context) {
 	case errors.Is(err, jetstream.ErrKeyExists):
 		// another replica holds it
 	default:
+		if r := jsRefused(l.js, err); r != err && !l.refused {
+			// A misconfiguration that silences every replica: say so once.
+			l.refused = true
+			l.log.Warn("forwarder: cannot claim the event lease; no engine event is published until it can",
+				"bucket", l.cfg.Bucket, "error", r.Error())
+			break
+		}
 		l.log.Debug("forwarder: claiming the event lease", "bucket", l.cfg.Bucket, "error", err)
 	}
 }

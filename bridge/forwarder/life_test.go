@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +26,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/events"
 	"github.com/pe-bridge/pe-bridge/examples/models"
 	"github.com/pe-bridge/pe-bridge/internal/natsserver"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 const pollPath = engine.BasePath + "/notifications/long_polling/"
@@ -722,5 +725,128 @@ func TestSocketFallsBackToPolling(t *testing.T) {
 	in.expect(t, "process_ended", res.ProcessInstanceID)
 	if wsRefused.Load() == 0 {
 		t.Fatal("the feed never tried WebSocket")
+	}
+}
+
+// TestEventAboveMaxPayload: an engine event above the NATS server's
+// max_payload (a big token, which the engine accepts) is dropped at the
+// first attempt, not retried for seconds while the queue backs up; the WARN
+// names its size and the limit and carries no Watermill stack trace; a
+// publish_failed gap precedes the next event, which flows.
+func TestEventAboveMaxPayload(t *testing.T) {
+	conf := t.TempDir() + "/small.conf"
+	if err := os.WriteFile(conf, []byte("max_payload: 65536\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	nc := connect(t, ns.ClientURL())
+	eng := newEngine(t, emulator.Config{})
+	in := subscribe(t, nc)
+	logs := &levelLog{}
+	_, obs, _ := runForwarder(t, eng, nc, fwdOpts{logger: slog.New(logs), cfg: forwarder.Config{Events: []string{"process_started"}}})
+	in.gap(t)
+
+	big, err := eng.client.StartProcess(context.Background(), engine.ProcessStartRequest{ProcessModelID: "direct",
+		InitialToken: json.RawMessage(`{"big":"` + strings.Repeat("x", 100_000) + `"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := eng.client.StartProcess(context.Background(), engine.ProcessStartRequest{ProcessModelID: "direct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := in.gap(t); r != forwarder.GapPublish {
+		t.Fatalf("gap reason %q, want %q", r, forwarder.GapPublish)
+	}
+	in.expect(t, "process_started", small.ProcessInstanceID)
+	// One connection publishes in order: had the big event gone out, it
+	// would have arrived before the small one, and be among in.seen.
+	for _, m := range in.seen {
+		if m.Header.Get(events.HeaderPrefix+events.ExtProcessInstanceID) == big.ProcessInstanceID {
+			t.Fatal("the oversized event arrived")
+		}
+	}
+	if d := obs.dropped.Load(); d != 1 {
+		t.Fatalf("%d events dropped, want 1", d)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	var warns int
+	for _, r := range logs.recs {
+		var errText string
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "error" {
+				errText = a.Value.Resolve().String()
+			}
+			return true
+		})
+		if strings.Contains(r.Message, "retrying") {
+			t.Errorf("an oversized event was retried: %s %s", r.Message, errText)
+		}
+		if r.Level >= slog.LevelWarn {
+			warns++
+			if !strings.Contains(errText, "bytes, above the NATS server's max_payload of 65536 bytes") || strings.Contains(errText, "\n") {
+				t.Errorf("WARN %q error %q: want size and limit, one line", r.Message, errText)
+			}
+		}
+	}
+	if warns != 1 {
+		t.Errorf("%d WARNs, want 1", warns)
+	}
+}
+
+// nopSink drops what a feed delivers.
+type nopSink struct{}
+
+func (nopSink) Event(string, engine.EventMessage, json.RawMessage) {}
+func (nopSink) Connected(bool)                                     {}
+
+// TestSocketRefusedSaysWhy: when nothing listens at the engine URL, the WARN
+// of the Socket.IO feed names the cause (the Socket.IO client's own message
+// is only "fetch read error").
+func TestSocketRefusedSaysWhy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	_ = ln.Close() // nothing listens there now: every connection is refused
+	logs := &levelLog{}
+	feed, err := forwarder.NewSocketFeed(url, engine.DummyTokenSource(), forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, ConnectTimeout: 2 * time.Second}, slog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- feed.Run(ctx, []string{"process_started"}, nopSink{}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var warn string
+	testutil.Eventually(t, 10*time.Second, func() error {
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		for _, r := range logs.recs {
+			if r.Level >= slog.LevelWarn {
+				r.Attrs(func(a slog.Attr) bool {
+					if a.Key == "error" {
+						warn = a.Value.String()
+					}
+					return true
+				})
+				return nil
+			}
+		}
+		return errors.New("no WARN yet")
+	})
+	if !strings.Contains(warn, "connection refused") {
+		t.Fatalf("WARN error %q does not say the connection was refused", warn)
 	}
 }

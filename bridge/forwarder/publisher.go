@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -38,10 +39,60 @@ func NewPublisher(nc *nats.Conn, jetStream bool, logger *slog.Logger) (message.P
 	if err != nil {
 		return nil, fmt.Errorf("forwarder: creating the Watermill publisher: %w", err)
 	}
-	return keepConn{p}, nil
+	return keepConn{Publisher: p, nc: nc}, nil
 }
 
-// keepConn is a publisher whose Close leaves the NATS connection open.
-type keepConn struct{ *wmnats.Publisher }
+// keepConn is a publisher whose Close leaves the NATS connection open and
+// whose Publish turns nats.ErrMaxPayload into a *TooLargeError.
+type keepConn struct {
+	*wmnats.Publisher
+	nc *nats.Conn
+}
 
 func (keepConn) Close() error { return nil }
+
+func (k keepConn) Publish(topic string, msgs ...*message.Message) error {
+	err := k.Publisher.Publish(topic, msgs...)
+	if err == nil || !errors.Is(err, nats.ErrMaxPayload) {
+		return err
+	}
+	tl := &TooLargeError{Limit: k.nc.MaxPayload()}
+	for _, m := range msgs {
+		if nm, merr := (watermillce.Marshaler{}).Marshal(topic, m); merr == nil {
+			tl.Size = max(tl.Size, msgSize(nm))
+		}
+	}
+	return tl
+}
+
+// TooLargeError is a publish refused because the message (headers and body)
+// is above the NATS server's max_payload. It is permanent: retrying cannot
+// help. errors.Is(err, nats.ErrMaxPayload) holds.
+type TooLargeError struct {
+	Size  int   // bytes of the message, headers included (0: unknown)
+	Limit int64 // the server's max_payload
+}
+
+func (e *TooLargeError) Error() string {
+	if e.Size > 0 {
+		return fmt.Sprintf("the event is %d bytes, above the NATS server's max_payload of %d bytes", e.Size, e.Limit)
+	}
+	return fmt.Sprintf("the event is above the NATS server's max_payload of %d bytes", e.Limit)
+}
+
+func (e *TooLargeError) Unwrap() error { return nats.ErrMaxPayload }
+
+// msgSize is the size nats-server compares with max_payload: headers in
+// their wire form plus body.
+func msgSize(m *nats.Msg) int {
+	n := len(m.Data)
+	if len(m.Header) > 0 {
+		n += len("NATS/1.0\r\n\r\n")
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				n += len(k) + len(": ") + len(v) + len("\r\n")
+			}
+		}
+	}
+	return n
+}

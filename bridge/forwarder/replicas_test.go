@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/events"
+	"github.com/pe-bridge/pe-bridge/internal/natsserver"
 )
 
 const (
@@ -244,5 +248,89 @@ func TestReplicasWithoutLeaseStoreOnce(t *testing.T) {
 		n, 2*n-lost, 2*n, lost, dups)
 	if lost != 0 || dups != 0 {
 		t.Fatalf("stream: lost %d (%v), duplicates %d", lost, missing, dups)
+	}
+}
+
+// TestJetStreamGrants: the bridge's publish grants docs/security.md asks
+// for with --events-stream ($JS.API.>) and --events-lease ($JS.API.> and
+// $KV.<bucket>.>) suffice; without them the stream setup fails naming the
+// refused subject and the grant, and a lease that can never be claimed
+// (no event would be published) is logged once as a WARN naming the grant.
+func TestJetStreamGrants(t *testing.T) {
+	conf := t.TempDir() + "/grants.conf"
+	const users = `authorization { users = [
+  { user: full, password: pw, permissions: { publish: { allow: ["pe.event.>", "$JS.API.>", "$KV.QB.>"] }, subscribe: { allow: ["_INBOX.>"] } } }
+  { user: nojs, password: pw, permissions: { publish: { allow: ["pe.event.>"] }, subscribe: { allow: ["_INBOX.>"] } } }
+  { user: nokv, password: pw, permissions: { publish: { allow: ["pe.event.>", "$JS.API.>"] }, subscribe: { allow: ["_INBOX.>"] } } }
+] }
+`
+	if err := os.WriteFile(conf, []byte(users), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	jsOf := func(user string) jetstream.JetStream {
+		js, err := jetstream.New(connect(t, ns.ClientURL(), nats.UserInfo(user, "pw")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lc := forwarder.LeaseConfig{Bucket: "QB", Key: "k", Holder: "full", TTL: 1500 * time.Millisecond}
+
+	full := jsOf("full")
+	if _, err := forwarder.EnsureStream(ctx, full, forwarder.StreamConfig{Name: "QS"}); err != nil {
+		t.Fatalf("stream with the documented grant: %v", err)
+	}
+	l, err := forwarder.NewLease(ctx, full, lc, nil)
+	if err != nil {
+		t.Fatalf("lease with the documented grants: %v", err)
+	}
+	if !l.Claim(ctx) {
+		t.Fatal("the lease could not be claimed with the documented grants")
+	}
+
+	sctx, scancel := context.WithTimeout(ctx, time.Second)
+	defer scancel()
+	_, err = forwarder.EnsureStream(sctx, jsOf("nojs"), forwarder.StreamConfig{Name: "QS2"})
+	if err == nil || !strings.Contains(err.Error(), `"$JS.API.STREAM.INFO.QS2"`) || !strings.Contains(err.Error(), "needs publish permission on $JS.API.>") {
+		t.Fatalf("stream without $JS.API.>: %v", err)
+	}
+
+	logs := &levelLog{}
+	lc.Key, lc.Holder = "k2", "nokv"
+	l2, err := forwarder.NewLease(ctx, jsOf("nokv"), lc, slog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if l2.Claim(ctx) {
+			t.Fatal("claimed a lease without publish permission on $KV.QB.>")
+		}
+	}
+	warns := logs.atLeast(slog.LevelWarn)
+	if len(warns) != 1 || !strings.Contains(warns[0], "cannot claim the event lease") {
+		t.Fatalf("WARNs %q, want one about the lease", warns)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	var msg string
+	for _, r := range logs.recs {
+		if r.Level >= slog.LevelWarn {
+			r.Attrs(func(a slog.Attr) bool {
+				if a.Key == "error" {
+					msg = a.Value.String()
+				}
+				return true
+			})
+		}
+	}
+	if !strings.Contains(msg, "needs publish permission on $KV.QB.>") {
+		t.Fatalf("lease WARN error %q does not name the grant", msg)
 	}
 }

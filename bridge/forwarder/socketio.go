@@ -296,5 +296,36 @@ func argErr(args []any) any {
 	if len(args) == 0 {
 		return "no reason"
 	}
+	if err, ok := args[0].(error); ok {
+		return errorChain(err)
+	}
 	return args[0]
+}
+
+// errorChain is err's message followed by those of the errors it wraps
+// that it does not already contain: the Socket.IO client reports a refused
+// connection as "fetch read error" and keeps the cause ("dial tcp ...:
+// connection refused") in the wrapped error.
+func errorChain(err error) string {
+	msg := err.Error()
+	var next []error
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		next = u.Unwrap()
+	case interface{ Unwrap() error }:
+		next = []error{u.Unwrap()}
+	}
+	for _, e := range next {
+		if e == nil {
+			continue
+		}
+		if c := errorChain(e); c != "" && !strings.Contains(msg, c) {
+			if msg == "" {
+				msg = c
+			} else {
+				msg += ": " + c
+			}
+		}
+	}
+	return msg
 }

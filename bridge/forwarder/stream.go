@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pe-bridge/pe-bridge/events"
@@ -60,7 +62,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	if err == nil {
 		info, err := s.Info(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("reading stream %s: %w", c.Name, err)
+			return nil, fmt.Errorf("reading stream %s: %w", c.Name, jsRefused(js, err))
 		}
 		if !slices.Contains(info.Config.Subjects, StreamSubject) && !slices.Contains(info.Config.Subjects, "pe.>") && !slices.Contains(info.Config.Subjects, ">") {
 			return nil, fmt.Errorf("%w: stream %s has subjects %v", ErrStreamMismatch, c.Name, info.Config.Subjects)
@@ -68,7 +70,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 		return info, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("looking up stream %s: %w", c.Name, err)
+		return nil, fmt.Errorf("looking up stream %s: %w", c.Name, jsRefused(js, err))
 	}
 	s, err = js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:        c.Name,
@@ -84,7 +86,26 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 		return EnsureStream(ctx, js, c)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("creating stream %s: %w", c.Name, err)
+		return nil, fmt.Errorf("creating stream %s: %w", c.Name, jsRefused(js, err))
 	}
 	return s.CachedInfo(), nil
+}
+
+// jsRefused explains a JetStream API call that failed because the server
+// refused to let this connection publish the request: the server drops such
+// a request (the caller only sees its timeout) and reports the violation
+// asynchronously, as the connection's last error.
+func jsRefused(js jetstream.JetStream, err error) error {
+	if err == nil || js == nil || js.Conn() == nil {
+		return err
+	}
+	last := js.Conn().LastError()
+	if !errors.Is(last, nats.ErrPermissionViolation) || !strings.Contains(last.Error(), "$JS.API.") && !strings.Contains(last.Error(), "$KV.") {
+		return err
+	}
+	need := "$JS.API.>"
+	if i := strings.Index(last.Error(), `"$KV.`); i >= 0 {
+		need = "$KV." + strings.SplitN(last.Error()[i+len(`"$KV.`):], ".", 2)[0] + ".>"
+	}
+	return fmt.Errorf("%w (%v: the bridge's NATS user needs publish permission on %s, docs/security.md)", err, last, need)
 }
