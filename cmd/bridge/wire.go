@@ -190,6 +190,12 @@ func pumpConfig(s *config.Settings, source string) (bridge.Config, error) {
 		ExtendConcurrency: s.ExtendConcurrency,
 		TopicRefresh:      s.TopicRefresh,
 	}
+	for _, t := range s.StructuredTopics.Values {
+		if c.ContentModeByTopic == nil {
+			c.ContentModeByTopic = map[string]bridge.ContentMode{}
+		}
+		c.ContentModeByTopic[t] = bridge.Structured
+	}
 	if err := c.Validate(); err != nil {
 		return c, usageError{err}
 	}

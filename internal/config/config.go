@@ -145,6 +145,7 @@ type Settings struct {
 	MaxAttempts       int
 	FailureErrorCode  string
 	ContentMode       string
+	StructuredTopics  List
 	DrainTimeout      time.Duration
 	WorkerID          string
 	ReportConcurrency int
@@ -280,6 +281,7 @@ func (s *Settings) RegisterPump(fs *flag.FlagSet) {
 	fs.IntVar(&s.MaxAttempts, "max-attempts", DefaultMaxAttempts, "handler attempts before a technical failure is reported as a BPMN error")
 	fs.StringVar(&s.FailureErrorCode, "failure-error-code", DefaultFailureErrorCode, "BPMN error code reported after the retry budget")
 	fs.StringVar(&s.ContentMode, "content-mode", "binary", "CloudEvents content mode of task events: binary or structured")
+	fs.Var(&s.StructuredTopics, "structured-topics", "engine topics whose task and cancel events use structured content mode whatever --content-mode says, a comma-separated `list` (for handlers that see only the body, like nats reply --command)")
 	fs.DurationVar(&s.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "on shutdown, how long in-flight tasks may still finish")
 	fs.StringVar(&s.WorkerID, "worker-id", "", "engine worker id; empty: pe-bridge-<hostname>-<random>")
 	fs.IntVar(&s.ReportConcurrency, "report-concurrency", DefaultReportConcurrency, "finish/error calls to the engine open at once, over all topics; further outcomes wait in a queue")
@@ -560,6 +562,11 @@ func (s *Settings) Validate() error {
 		if s.ContentMode != "binary" && s.ContentMode != "structured" {
 			add(flagErr("content-mode", "%q is not binary or structured", s.ContentMode))
 		}
+		for _, t := range s.StructuredTopics.Values {
+			if _, err := events.TaskSubject(t); err != nil {
+				add(flagErr("structured-topics", "topic %q: %v", t, err))
+			}
+		}
 		if s.DrainTimeout < 0 {
 			add(flagErr("drain-timeout", "%s is negative", s.DrainTimeout))
 		}
@@ -801,6 +808,7 @@ func (s *Settings) LogValue() slog.Value {
 			slog.Int("max_attempts", s.MaxAttempts),
 			slog.String("failure_error_code", s.FailureErrorCode),
 			slog.String("content_mode", s.ContentMode),
+			slog.String("structured_topics", s.StructuredTopics.String()),
 			slog.Duration("drain_timeout", s.DrainTimeout),
 			slog.Int("report_concurrency", s.ReportConcurrency),
 			slog.Int("extend_concurrency", s.ExtendConcurrency),

@@ -102,7 +102,7 @@ no-events
 }
 
 func TestJSONConfigFile(t *testing.T) {
-	file := writeFile(t, "bridge.json", `{"engine-url":"http://j:2","topics":["x","y"],"window":5,"content-mode":"structured"}`)
+	file := writeFile(t, "bridge.json", `{"engine-url":"http://j:2","topics":["x","y"],"window":5,"content-mode":"structured","structured-topics":["x"]}`)
 	s, fs := runSettings()
 	if err := Parse(fs, []string{"--config", file, "--topics", "z"}); err != nil {
 		t.Fatal(err)
@@ -112,6 +112,9 @@ func TestJSONConfigFile(t *testing.T) {
 	}
 	if s.Topics.String() != "z" {
 		t.Fatalf("topics = %q, want the flag's z", s.Topics.String())
+	}
+	if s.StructuredTopics.String() != "x" {
+		t.Fatalf("structured-topics = %q, want the file's x", s.StructuredTopics.String())
 	}
 }
 
@@ -139,6 +142,7 @@ func TestValidationNamesFlag(t *testing.T) {
 		{[]string{"--engine-url", "http://e", "--window", "0"}, "window"},
 		{[]string{"--engine-url", "http://e", "--max-attempts", "0"}, "max-attempts"},
 		{[]string{"--engine-url", "http://e", "--content-mode", "xml"}, "content-mode"},
+		{[]string{"--engine-url", "http://e", "--structured-topics", "a," + strings.Repeat("x", 300)}, "structured-topics"},
 		{[]string{"--engine-url", "http://e", "--log-format", "yaml"}, "log-format"},
 		{[]string{"--engine-url", "http://e", "--log-level", "loud"}, "log-level"},
 		{[]string{"--engine-url", "http://e", "--nats-url", "http://n"}, "nats-url"},
