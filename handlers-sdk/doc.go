@@ -28,5 +28,7 @@
 // NATS.
 //
 // This package imports only events, nats.go and the standard library; it
-// must never import the bridge or the engine client.
+// must never import the bridge or the engine client. It is a Go module of its
+// own (github.com/pe-bridge/pe-bridge/handlers-sdk, tags handlers-sdk/vX.Y.Z),
+// so a handler's module graph holds the SDK, events and nats.go's.
 package handler
