@@ -257,7 +257,7 @@ func cleanEnv() []string {
 func waitForWorker(t *testing.T, nc *nats.Conn) {
 	t.Helper()
 	var reply *nats.Msg
-	waitFor(t, "a worker on pe.task.SampleExternalTask", 60*time.Second, func() bool {
+	waitFor(t, "a worker on pe.task.SampleExternalTask", 2*time.Minute, func() bool {
 		msg, err := handlertest.NewMsg(handlertest.Task{ID: "probe-1", Topic: "SampleExternalTask", Payload: map[string]any{"probe": true}})
 		if err != nil {
 			t.Fatal(err)
