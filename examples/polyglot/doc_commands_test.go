@@ -189,7 +189,7 @@ func newDocRun(t *testing.T) *docRun {
 	r.env = append(cleanEnv(),
 		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
 		// `bridge dev` on free loopback ports, quiet: its settings as environment variables.
-		"PE_NATS_LISTEN=127.0.0.1:0", "PE_ENGINE_ADDR=127.0.0.1:0", "PE_LOG_LEVEL=warn",
+		"PE_NATS_LISTEN=127.0.0.1:0", "PE_ENGINE_ADDR=127.0.0.1:0", "PE_HTTP_ADDR=127.0.0.1:0", "PE_LOG_LEVEL=warn",
 		"STATE_DIR="+t.TempDir(), // the shell worker's de-duplication store
 	)
 	t.Cleanup(func() {

@@ -205,7 +205,8 @@ func startBridgeDev(t *testing.T, args ...string) (*nats.Conn, string) {
 	bridge, _, _ := binaries(t)
 	args = append([]string{"dev", "--nats-listen", "127.0.0.1:0", "--engine-addr", "127.0.0.1:0", "--log-level", "warn"}, args...)
 	cmd := exec.Command(bridge, args...)
-	cmd.Env = cleanEnv()
+	// The health and metrics listener on a free port too (ignored by a bridge without it).
+	cmd.Env = append(cleanEnv(), "PE_HTTP_ADDR=127.0.0.1:0")
 	return awaitBridgeDev(t, start(t, "bridge dev", cmd))
 }
 
