@@ -33,6 +33,7 @@ var docFiles = []struct{ path, section string }{
 	{"examples/polyglot/node/README.md", ""},
 	{"examples/polyglot/python/README.md", ""},
 	{"examples/polyglot/shell/README.md", ""},
+	{"handlers-sdk/README.md", ""},
 	{"docs/contract.md", "## 4."},
 }
 
