@@ -3,10 +3,8 @@ package service
 import (
 	"context"
 	"encoding/json"
-	"go/build"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,36 +14,14 @@ import (
 
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/events"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
-
-// natsCLI is the path of the nats CLI (github.com/nats-io/natscli v0.5.0):
-// $PE_NATS_CLI, else $GOPATH/bin/nats (where `make nats-cli` installs it),
-// else nats on $PATH. The test fails, never skips, without it.
-func natsCLI(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("PE_NATS_CLI"); p != "" {
-		return p
-	}
-	if p := filepath.Join(build.Default.GOPATH, "bin", "nats"); fileExists(p) {
-		return p
-	}
-	p, err := exec.LookPath("nats")
-	if err != nil {
-		t.Fatalf("the nats CLI is missing: run `make nats-cli` (go install github.com/nats-io/natscli/nats@v0.5.0) or set PE_NATS_CLI: %v", err)
-	}
-	return p
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
 
 // TestMicroStatsWithNATSCLI: `nats micro stats pe-bridge` shows the real
 // requests, errors and processing times, also of requests answered from the
 // service's own goroutines.
 func TestMicroStatsWithNATSCLI(t *testing.T) {
-	cli := natsCLI(t)
+	cli := testutil.NATSCLI(t)
 	nc := runNATS(t)
 	const slow = 300 * time.Millisecond
 	eng := &fakeEngine{

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 // docFiles are the Markdown files whose shell blocks are all marked; section
@@ -183,7 +185,7 @@ func newDocRun(t *testing.T) *docRun {
 		t.Fatal("jq is not installed (apt-get install jq); the documented shell commands use it")
 	}
 	bin := t.TempDir()
-	if err := os.Symlink(natsCLI(t), filepath.Join(bin, "nats")); err != nil {
+	if err := os.Symlink(testutil.NATSCLI(t), filepath.Join(bin, "nats")); err != nil {
 		t.Fatal(err)
 	}
 	r := &docRun{t: t, blocks: blocks, allow: allow, used: map[string]bool{}}
@@ -201,29 +203,6 @@ func newDocRun(t *testing.T) *docRun {
 		}
 	})
 	return r
-}
-
-// natsCLI returns the pinned nats CLI: PE_NATS_CLI, else nats in PATH, else
-// $(go env GOPATH)/bin/nats. It fails the test, never skips, when missing.
-func natsCLI(t *testing.T) string {
-	t.Helper()
-	const want = "v0.5.0"
-	path := os.Getenv("PE_NATS_CLI")
-	if path == "" {
-		if p, err := exec.LookPath("nats"); err == nil {
-			path = p
-		} else if gp, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-			path = filepath.Join(strings.TrimSpace(string(gp)), "bin", "nats")
-		}
-	}
-	out, err := exec.Command(path, "--version").CombinedOutput()
-	if err != nil {
-		t.Fatalf("the nats CLI %s is missing (%q: %v): go install github.com/nats-io/natscli/nats@%s, or set PE_NATS_CLI", want, path, err, want)
-	}
-	if v := strings.TrimSpace(string(out)); v != want {
-		t.Fatalf("%s is the nats CLI %s; the docs are tested with %s (go install github.com/nats-io/natscli/nats@%s)", path, v, want, want)
-	}
-	return path
 }
 
 func (r *docRun) block(key string) *docBlock {

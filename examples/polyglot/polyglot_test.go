@@ -35,6 +35,7 @@ import (
 
 	"github.com/pe-bridge/pe-bridge/events"
 	"github.com/pe-bridge/pe-bridge/handlers-sdk/handlertest"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 const (
@@ -186,16 +187,15 @@ func waitOutput(t *testing.T, p *proc, want string, n int, d time.Duration) {
 	})
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or d passes (testutil.Eventually).
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+	testutil.Eventually(t, d, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting for %s", what)
+	})
 }
 
 // startBridgeDev runs `bridge dev` on free loopback ports and returns a
