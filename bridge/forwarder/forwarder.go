@@ -88,6 +88,12 @@ type Config struct {
 	// Leader, when set, gates publishing: events that arrive while
 	// Leading() is false are not published. Nil: always publish.
 	Leader Leader
+	// DeployOnly forwards nothing: no event and no gap announcement is
+	// published; the feed only receives what OnDeploy needs
+	// (process_deployed, external_task_created). Events must be empty and
+	// OnDeploy set. For a bridge run without event forwarding that still
+	// picks up new deployments at once.
+	DeployOnly bool
 }
 
 // Validate reports unusable settings: event names must be non-empty NATS
@@ -110,11 +116,14 @@ func (c Config) Validate() error {
 	if c.QueueSize < 0 || c.PublishAttempts < 0 {
 		return errors.New("forwarder: negative QueueSize or PublishAttempts")
 	}
+	if c.DeployOnly && (len(c.Events) > 0 || c.OnDeploy == nil) {
+		return errors.New("forwarder: DeployOnly needs an OnDeploy and no Events")
+	}
 	return nil
 }
 
 func (c Config) withDefaults() Config {
-	if len(c.Events) == 0 {
+	if len(c.Events) == 0 && !c.DeployOnly {
 		c.Events = DefaultEvents
 	}
 	c.Events = append([]string(nil), c.Events...)
@@ -318,6 +327,9 @@ func (s sink) Event(name string, m engine.EventMessage, body json.RawMessage) {
 }
 
 func (s sink) Connected(first bool) {
+	if s.f.cfg.DeployOnly {
+		return // no events are published, so none can be missed
+	}
 	reason := GapReconnect
 	if first {
 		reason = GapStart

@@ -184,3 +184,67 @@ func TestRunDeployedModelServedWithin2s(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// With --no-events nothing is published on pe.event.>, yet a model deployed
+// after the start is served at once: the engine event feed still runs for
+// process_deployed and external_task_created only.
+func TestRunNoEventsDeployedModelServedWithin2s(t *testing.T) {
+	emu, engineURL := testEngine(t, emulator.Config{})
+	ns := testNATS(t)
+	nc := connect(t, ns.ClientURL())
+	tasks := make(chan time.Time, 4)
+	sub, err := nc.Subscribe("pe.task.LateTopic", func(m *nats.Msg) {
+		tasks <- time.Now()
+		_ = m.Respond([]byte(`{}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	evs := make(chan *nats.Msg, 64)
+	esub, err := nc.ChanSubscribe(events.EventPrefix+">", evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer esub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	p := startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-url", ns.ClientURL(), "--no-events", "--topic-refresh", "1h", "--long-poll-timeout", "1s")
+	p.waitLine("bridge ready", 20*time.Second)
+	p.waitErr("forwarder: receiving engine events over Socket.IO", 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	deployed := time.Now()
+	if _, err := emu.Deploy([]byte(lateModel)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := emu.Start(ctx, engine.ProcessStartRequest{ProcessModelID: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-tasks:
+		t.Logf("first task of the model deployed after start on NATS %s after the deployment", at.Sub(deployed).Round(time.Millisecond))
+		if d := at.Sub(deployed); d > 2*time.Second {
+			t.Fatalf("first task after %s, want within 2s", d)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no task of the model deployed after start within 2s (with --no-events)")
+	}
+	eventually(t, 20*time.Second, func() error { return allFinished(emu, []string{res.ProcessInstanceID}) })
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	// The bridge's connection is closed: whatever it published has reached
+	// the server; one round trip delivers it to this subscription.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-evs:
+		t.Fatalf("--no-events published on %s: %s", m.Subject, m.Data)
+	default:
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/oauth2"
@@ -239,8 +240,16 @@ func newBridgeParts(s *config.Settings, nc *nats.Conn, eng *engine.Client, event
 			return nil, fmt.Errorf("creating service: %w", err)
 		}
 	}
-	if !s.NoEvents {
+	switch {
+	case !s.NoEvents:
 		if err := p.newForwarder(s, nc, eng, events, source, h, logger.With("component", "forwarder")); err != nil {
+			return nil, err
+		}
+	case len(s.Topics.Values) == 0:
+		// --no-events: nothing is published on pe.event.>, but the engine's
+		// process_deployed and external_task_created still make the pump
+		// re-read the deployed topics at once.
+		if err := p.newDeployWatcher(s, eng, logger.With("component", "forwarder")); err != nil {
 			return nil, err
 		}
 	}
@@ -261,17 +270,9 @@ func serviceConfig(s *config.Settings) service.Config {
 // polls), its Watermill publisher (JetStream acks with --events-stream), the
 // stream and the lease when configured.
 func (p *bridgeParts) newForwarder(s *config.Settings, nc *nats.Conn, eng *engine.Client, events []string, source string, h hooks, logger *slog.Logger) error {
-	var (
-		feed forwarder.Feed
-		err  error
-	)
-	if s.EventsFeed == "poll" {
-		feed, err = forwarder.NewPollFeed(eng, forwarder.PollConfig{}, logger)
-	} else {
-		feed, err = forwarder.NewSocketFeed(s.EngineURL, eng.Tokens(), forwarder.SocketConfig{}, logger)
-	}
+	feed, err := newFeed(s, eng, logger)
 	if err != nil {
-		return fmt.Errorf("creating the engine event feed: %w", err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -318,6 +319,47 @@ func (p *bridgeParts) newForwarder(s *config.Settings, nc *nats.Conn, eng *engin
 	}
 	return nil
 }
+
+// newFeed is the engine event feed chosen by --events-feed.
+func newFeed(s *config.Settings, eng *engine.Client, logger *slog.Logger) (forwarder.Feed, error) {
+	var (
+		feed forwarder.Feed
+		err  error
+	)
+	if s.EventsFeed == "poll" {
+		feed, err = forwarder.NewPollFeed(eng, forwarder.PollConfig{}, logger)
+	} else {
+		feed, err = forwarder.NewSocketFeed(s.EngineURL, eng.Tokens(), forwarder.SocketConfig{}, logger)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating the engine event feed: %w", err)
+	}
+	return feed, nil
+}
+
+// newDeployWatcher builds, for --no-events, a forwarder that publishes
+// nothing: it only receives process_deployed and external_task_created so
+// that a deployment makes the pump re-read the deployed topics at once.
+func (p *bridgeParts) newDeployWatcher(s *config.Settings, eng *engine.Client, logger *slog.Logger) error {
+	feed, err := newFeed(s, eng, logger)
+	if err != nil {
+		return err
+	}
+	cfg := forwarder.Config{DeployOnly: true, OnDeploy: p.pump.RefreshTopics}
+	if p.fwd, err = forwarder.New(feed, nopPublisher{}, cfg, logger); err != nil {
+		return fmt.Errorf("creating the deployment watcher: %w", err)
+	}
+	return nil
+}
+
+// nopPublisher is the publisher of a DeployOnly forwarder, which never
+// publishes.
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(topic string, _ ...*message.Message) error {
+	return fmt.Errorf("publishing on %s: event forwarding is off (--no-events)", topic)
+}
+func (nopPublisher) Close() error { return nil }
 
 // start runs every part in g until ctx is done.
 func (p *bridgeParts) start(ctx context.Context, g *errgroup.Group) {

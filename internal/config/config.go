@@ -286,7 +286,7 @@ func (s *Settings) RegisterPump(fs *flag.FlagSet) {
 	fs.StringVar(&s.WorkerID, "worker-id", "", "engine worker id; empty: pe-bridge-<hostname>-<random>")
 	fs.IntVar(&s.ReportConcurrency, "report-concurrency", DefaultReportConcurrency, "finish/error calls to the engine open at once, over all topics; further outcomes wait in a queue")
 	fs.IntVar(&s.ExtendConcurrency, "extend-concurrency", DefaultExtendConcurrency, "extend_lock calls to the engine open at once, apart from the reports so queued outcomes never delay an extension")
-	fs.DurationVar(&s.TopicRefresh, "topic-refresh", DefaultTopicRefresh, "interval of the periodic re-read of the deployed topics (without --topics); a deployment or a task of an unknown topic triggers one at once")
+	fs.DurationVar(&s.TopicRefresh, "topic-refresh", DefaultTopicRefresh, "interval of the periodic re-read of the deployed topics (without --topics); besides, the engine's process_deployed and external_task_created events (received also with --no-events) trigger one at once, so a new model is served within about a second")
 }
 
 // RegisterPprof adds --pprof-addr.
@@ -307,7 +307,7 @@ func (s *Settings) RegisterBridge(fs *flag.FlagSet) {
 	s.Events = List{Values: append([]string(nil), DefaultEvents...)}
 	fs.Var(&s.Events, "events", "engine notifications forwarded on pe.event.<name>, a comma-separated `list` (default "+strings.Join(DefaultEvents, ",")+")")
 	fs.BoolVar(&s.NoService, "no-service", false, "do not serve the request/reply service (pe.process.*, pe.usertask.*, ...)")
-	fs.BoolVar(&s.NoEvents, "no-events", false, "do not forward engine events")
+	fs.BoolVar(&s.NoEvents, "no-events", false, "publish no engine events (nothing on pe.event.>, no gap announcements); without --topics the engine event feed (--events-feed) still runs, receiving only process_deployed and external_task_created, so that new models are picked up at once")
 	fs.Var(&s.RequireUserToken, "require-user-token", "endpoint groups whose requests must carry an end user's token (Pe-User-Token or Authorization: Bearer), else 401: a comma-separated `list` of process, usertask, trigger, or all; empty: a request without a token runs with the bridge's identity")
 	fs.IntVar(&s.MaxInFlight, "max-in-flight", DefaultMaxInFlight, "service requests handled at once, blocking starts apart; beyond it 503 with a retry hint")
 	fs.IntVar(&s.MaxBlockingStarts, "max-blocking-starts", DefaultMaxBlockingStarts, "blocking process starts (returnOn finished or end_event) waiting at once, apart from --max-in-flight; beyond it 503 with a retry hint")
@@ -601,10 +601,10 @@ func (s *Settings) Validate() error {
 	if r["http"] && s.HTTPAddr != "" {
 		add(checkListen("http-addr", s.HTTPAddr))
 	}
+	if r["bridge"] && s.EventsFeed != "socketio" && s.EventsFeed != "poll" {
+		add(flagErr("events-feed", "%q is neither socketio nor poll", s.EventsFeed))
+	}
 	if r["bridge"] && !s.NoEvents {
-		if s.EventsFeed != "socketio" && s.EventsFeed != "poll" {
-			add(flagErr("events-feed", "%q is neither socketio nor poll", s.EventsFeed))
-		}
 		if s.EventsStream != "" && !validStreamName(s.EventsStream) {
 			add(flagErr("events-stream", "%q is not a stream name (letters, digits, '_', '-')", s.EventsStream))
 		}
@@ -825,7 +825,11 @@ func (s *Settings) LogValue() slog.Value {
 		a = append(a, slog.Bool("service", !s.NoService), slog.Bool("events_forwarded", !s.NoEvents),
 			slog.Int("max_in_flight", s.MaxInFlight), slog.Int("max_blocking_starts", s.MaxBlockingStarts))
 		str("require_user_token", s.RequireUserToken.String())
-		if !s.NoEvents {
+		if s.NoEvents {
+			if r["pump"] && len(s.Topics.Values) == 0 {
+				str("events_feed", s.EventsFeed+" (deployments only)")
+			}
+		} else {
 			str("events", s.Events.String())
 			str("events_feed", s.EventsFeed)
 			str("events_stream", s.EventsStream)
