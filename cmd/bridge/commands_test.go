@@ -43,7 +43,7 @@ func TestHelpTellsTheTruth(t *testing.T) {
 		"run":      {"--engine-url", "PE_ENGINE_URL", "--nats-url", "PE_NATS_URL", "(default 30s)", "--client-secret-file", "--nats-tls-ca", "--topics", "--content-mode", "(default binary)", "--events", "--no-service", "--log-format", "--config", "--http-addr", "(default 127.0.0.1:8080)", "PE_HTTP_ADDR"},
 		"dev":      {"--demo", "--nats-listen", "(default 127.0.0.1:4222)", "--engine-addr", "(default 127.0.0.1:8000)", "emulator", "PE_DEMO", "--http-addr"},
 		"probe":    {"/readyz", "--http-addr", "--live", "PE_HTTP_ADDR"},
-		"emulator": {"EMULATOR", "development and tests", "--addr", "--models", "--authority", "--fault-error-rate", "not the ProcessCube engine"},
+		"emulator": {"EMULATOR", "development and tests", "--addr", "--models", "--authority", "--fault-error-rate", "--fault-path", "--fault-stall-rate", "--fault-answer-delay", "--fault-after-effect-rate", "--fault-status", "--fault-seed", "not the ProcessCube engine"},
 	}
 	for cmd, wants := range cases {
 		code, stdout, stderr := runInProcess(cmd, "--help")
@@ -79,6 +79,11 @@ func TestInvalidConfigExit2NamesFlag(t *testing.T) {
 		{[]string{"dev", "--engine-addr", "nonsense"}, nil, "--engine-addr"},
 		{[]string{"dev", "--demo", "--no-service"}, nil, "--no-service"},
 		{[]string{"emulator", "--fault-error-rate", "2"}, nil, "--fault-error-rate"},
+		{[]string{"emulator", "--fault-stall-rate", "-0.1"}, nil, "--fault-stall-rate"},
+		{[]string{"emulator", "--fault-after-effect-rate", "1.5"}, nil, "--fault-after-effect-rate"},
+		{[]string{"emulator", "--fault-answer-delay", "-1s"}, nil, "--fault-answer-delay"},
+		{[]string{"emulator", "--fault-error-rate", "0.1", "--fault-status", "200"}, nil, "--fault-status"},
+		{[]string{"emulator", "--fault-path", "extend_lock"}, nil, "--fault-path"},
 	}
 	for _, c := range cases {
 		cmd := exec.Command(binary, c.args...)

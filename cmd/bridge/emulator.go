@@ -34,9 +34,21 @@ Without --models it deploys the embedded sample models (hello_world, approval, .
 The dummy token (anonymous root access) is accepted unless --deny-anonymous is given.
 --authority also serves an emulated OAuth authority (OIDC discovery + client-credentials
 token endpoint) under /oauth on the same address; GET /atlas_engine/api/v1/authority then
-points at it, and tokens it issues to --client-id/--client-secret are accepted.`
+points at it, and tokens it issues to --client-id/--client-secret are accepted.
+` + faultsDescription
 
 const authorityPath = "/oauth"
+
+const faultsDescription = `
+Fault injection (--fault-*), for testing clients against a misbehaving engine: each
+matching request draws, independently and in this order, drop (connection closed, no
+answer), stall (held until the client gives up, no answer), error (--fault-status, no
+state change) and after-effect (the request takes effect, then 500: a lost
+acknowledgement). --fault-latency delays every matching request before it is handled,
+--fault-answer-delay holds the answer of every matching request after it took effect.
+--fault-path restricts all of them to request paths containing a substring, e.g.
+--fault-path extend_lock --fault-answer-delay 6s, or --fault-path extend_lock
+--fault-stall-rate 0.25, or --fault-path external_tasks --fault-stall-rate 0.05.`
 
 // emulatorFlags are the settings of `bridge emulator`.
 type emulatorFlags struct {
@@ -47,9 +59,7 @@ type emulatorFlags struct {
 	clientSecret  string
 	scopes        config.List
 	denyAnonymous bool
-	errorRate     float64
-	dropRate      float64
-	latency       time.Duration
+	faults        emulator.Faults
 	logFormat     string
 	logLevel      string
 }
@@ -65,9 +75,7 @@ func cmdEmulator(ctx context.Context, stop func(), args []string, stdout, stderr
 	f.scopes = config.List{Values: []string{emulator.ScopeETW, emulator.ScopeRead, emulator.ScopeWrite, emulator.ScopeObserver}}
 	fs.Var(&f.scopes, "client-scopes", "scopes the client may request, a comma-separated `list` (default engine_etw,engine_read,engine_write,engine_observer)")
 	fs.BoolVar(&f.denyAnonymous, "deny-anonymous", false, "refuse the dummy token (only tokens of the emulated authority pass)")
-	fs.Float64Var(&f.errorRate, "fault-error-rate", 0, "fraction (0..1) of engine calls answered with 500, for manual fault testing")
-	fs.Float64Var(&f.dropRate, "fault-drop-rate", 0, "fraction (0..1) of engine calls whose connection is closed without an answer")
-	fs.DurationVar(&f.latency, "fault-latency", 0, "latency added to every engine call, for manual fault testing")
+	registerFaultFlags(fs, &f.faults)
 	(&config.Settings{}).RegisterConfigFile(fs)
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json (logs go to stderr)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -81,14 +89,11 @@ func cmdEmulator(ctx context.Context, stop func(), args []string, stdout, stderr
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return &config.FlagError{Flag: "log-format", Msg: fmt.Sprintf("%q is not text or json", f.logFormat)}
 	}
-	if f.errorRate < 0 || f.errorRate > 1 {
-		return &config.FlagError{Flag: "fault-error-rate", Msg: fmt.Sprintf("%v is not within 0..1", f.errorRate)}
+	if err := validateFaults(f.faults); err != nil {
+		return err
 	}
-	if f.dropRate < 0 || f.dropRate > 1 {
-		return &config.FlagError{Flag: "fault-drop-rate", Msg: fmt.Sprintf("%v is not within 0..1", f.dropRate)}
-	}
-	if f.latency < 0 {
-		return &config.FlagError{Flag: "fault-latency", Msg: "negative"}
+	if !faultsOn(f.faults) {
+		f.faults = emulator.Faults{} // --fault-status or --fault-seed alone: no faults
 	}
 	if f.authority && (f.clientID == "" || f.clientSecret == "") {
 		return &config.FlagError{Flag: "client-id", Msg: "--authority needs a --client-id and --client-secret"}
@@ -110,7 +115,7 @@ func cmdEmulator(ctx context.Context, stop func(), args []string, stdout, stderr
 		authority:     f.authority,
 		clients:       []authority.Client{{ID: f.clientID, Secret: f.clientSecret, Scopes: f.scopes.Values}},
 		denyAnonymous: f.denyAnonymous,
-		faults:        emulator.Faults{ErrorRate: f.errorRate, DropRate: f.dropRate, Latency: f.latency},
+		faults:        f.faults,
 		logger:        logger,
 	})
 	if err != nil {
@@ -125,8 +130,8 @@ func cmdEmulator(ctx context.Context, stop func(), args []string, stdout, stderr
 	if f.authority {
 		fmt.Fprintf(stdout, "emulated authority: %s%s (client id %q)\n", base, authorityPath, f.clientID)
 	}
-	if f.errorRate > 0 || f.dropRate > 0 || f.latency > 0 {
-		fmt.Fprintf(stdout, "fault injection: error rate %v, drop rate %v, latency %s\n", f.errorRate, f.dropRate, f.latency)
+	if line := faultsSummary(f.faults); line != "" {
+		fmt.Fprintln(stdout, line)
 	}
 
 	srv := &http.Server{Handler: es.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
@@ -215,3 +220,84 @@ func newEmulatorServer(c emulatorServerConfig) (*emulatorServer, error) {
 }
 
 func (es *emulatorServer) close() { es.emu.Close() }
+
+// registerFaultFlags adds the --fault-* flags, one per emulator.Faults field.
+func registerFaultFlags(fs *flag.FlagSet, f *emulator.Faults) {
+	fs.StringVar(&f.PathContains, "fault-path", "", "apply the faults only to request paths containing this `substring` (e.g. extend_lock, fetch_and_lock, external_tasks); empty: every request")
+	fs.Float64Var(&f.ErrorRate, "fault-error-rate", 0, "fraction (0..1) of matching requests answered with --fault-status before any state change")
+	fs.IntVar(&f.Status, "fault-status", 500, "HTTP status (400..599) of the answers of --fault-error-rate")
+	fs.Float64Var(&f.DropRate, "fault-drop-rate", 0, "fraction (0..1) of matching requests whose connection is closed without an answer (no state change)")
+	fs.Float64Var(&f.StallRate, "fault-stall-rate", 0, "fraction (0..1) of matching requests held until the client gives up (no state change, no answer)")
+	fs.Float64Var(&f.AfterEffectRate, "fault-after-effect-rate", 0, "fraction (0..1) of matching requests that take effect and are then answered with 500 (a lost acknowledgement)")
+	fs.DurationVar(&f.Latency, "fault-latency", 0, "delay added to every matching request before it is handled (cut short when the client gives up)")
+	fs.DurationVar(&f.AnswerDelay, "fault-answer-delay", 0, "hold the answer of every matching request this long after it took effect (a client that gives up meanwhile gets nothing)")
+	fs.Int64Var(&f.Seed, "fault-seed", 0, "seed of the random draws of the --fault-*-rate flags, for reproducible runs")
+}
+
+// validateFaults checks the --fault-* flags.
+func validateFaults(f emulator.Faults) error {
+	for _, r := range []struct {
+		flag string
+		v    float64
+	}{
+		{"fault-error-rate", f.ErrorRate}, {"fault-drop-rate", f.DropRate},
+		{"fault-stall-rate", f.StallRate}, {"fault-after-effect-rate", f.AfterEffectRate},
+	} {
+		if !(r.v >= 0 && r.v <= 1) { // also NaN
+			return &config.FlagError{Flag: r.flag, Msg: fmt.Sprintf("%v is not within 0..1", r.v)}
+		}
+	}
+	if f.Status < 400 || f.Status > 599 {
+		return &config.FlagError{Flag: "fault-status", Msg: fmt.Sprintf("%d is not an HTTP error status (400..599)", f.Status)}
+	}
+	if f.Latency < 0 {
+		return &config.FlagError{Flag: "fault-latency", Msg: fmt.Sprintf("%s is negative", f.Latency)}
+	}
+	if f.AnswerDelay < 0 {
+		return &config.FlagError{Flag: "fault-answer-delay", Msg: fmt.Sprintf("%s is negative", f.AnswerDelay)}
+	}
+	if f.PathContains != "" && !faultsOn(f) {
+		return &config.FlagError{Flag: "fault-path", Msg: "restricts the faults, but no fault is set (--fault-error-rate, --fault-drop-rate, --fault-stall-rate, --fault-after-effect-rate, --fault-latency or --fault-answer-delay)"}
+	}
+	return nil
+}
+
+// faultsOn reports whether any fault is injected.
+func faultsOn(f emulator.Faults) bool {
+	return f.ErrorRate > 0 || f.DropRate > 0 || f.StallRate > 0 || f.AfterEffectRate > 0 || f.Latency > 0 || f.AnswerDelay > 0
+}
+
+// faultsSummary is the startup line of the fault injection, "" when off.
+func faultsSummary(f emulator.Faults) string {
+	if !faultsOn(f) {
+		return ""
+	}
+	var parts []string
+	if f.ErrorRate > 0 {
+		parts = append(parts, fmt.Sprintf("error rate %v (status %d)", f.ErrorRate, f.Status))
+	}
+	if f.DropRate > 0 {
+		parts = append(parts, fmt.Sprintf("drop rate %v", f.DropRate))
+	}
+	if f.StallRate > 0 {
+		parts = append(parts, fmt.Sprintf("stall rate %v", f.StallRate))
+	}
+	if f.AfterEffectRate > 0 {
+		parts = append(parts, fmt.Sprintf("after-effect rate %v", f.AfterEffectRate))
+	}
+	if f.Latency > 0 {
+		parts = append(parts, fmt.Sprintf("latency %s", f.Latency))
+	}
+	if f.AnswerDelay > 0 {
+		parts = append(parts, fmt.Sprintf("answer delay %s", f.AnswerDelay))
+	}
+	where := "on every request"
+	if f.PathContains != "" {
+		where = fmt.Sprintf("on request paths containing %q", f.PathContains)
+	}
+	line := "fault injection " + where + ": " + strings.Join(parts, ", ")
+	if f.ErrorRate > 0 || f.DropRate > 0 || f.StallRate > 0 || f.AfterEffectRate > 0 {
+		line += fmt.Sprintf(", seed %d", f.Seed)
+	}
+	return line
+}

@@ -139,3 +139,52 @@ func TestEmulatorCommandModelsDirAndAuthority(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM", code)
 	}
 }
+
+// --fault-path extend_lock --fault-answer-delay: an extend_lock takes
+// effect but its answer is held (the client's request timeout ends it with
+// no answer), while fetch_and_lock and finish on the same client are
+// answered at once.
+func TestEmulatorCommandFaultPathAnswerDelay(t *testing.T) {
+	addr := freeAddr(t)
+	p := startBridge(t, nil, "emulator", "--addr", addr, "--fault-path", "extend_lock", "--fault-answer-delay", "1h")
+	line := p.waitLine("fault injection", 20*time.Second)
+	if want := `fault injection on request paths containing "extend_lock": answer delay 1h0m0s`; line != want {
+		t.Errorf("startup line %q, want %q", line, want)
+	}
+	base := "http://" + addr
+	// The request timeout bounds every call: an answer held for 1h cannot
+	// come back within it, an unfaulted one comes at once.
+	c, err := engine.NewClient(base, engine.ClientConfig{RequestTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.StartProcess(ctx, engine.ProcessStartRequest{ProcessModelID: "hello_world"}); err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := c.FetchAndLock(ctx, engine.FetchAndLockRequest{WorkerID: "w", Topics: []string{"SampleExternalTask"}, MaxTasks: 1,
+		LongPollingTimeout: time.Second, LockDuration: time.Minute})
+	if err != nil {
+		t.Fatalf("fetch_and_lock (not matched by --fault-path): %v", err)
+	}
+	if len(tasks) != 1 {
+		t.Fatalf("fetched %d tasks, want 1", len(tasks))
+	}
+	err = c.ExtendLock(ctx, tasks[0].ID, "w", time.Minute)
+	if err == nil {
+		t.Fatal("extend_lock answered although its answer is held for 1h")
+	}
+	if ctx.Err() != nil || !strings.Contains(err.Error(), "no answer within the request timeout") {
+		t.Fatalf("extend_lock: %v, want no answer within the request timeout", err)
+	}
+	t.Logf("extend_lock: %v", err)
+	if err := c.FinishTask(ctx, tasks[0].ID, "w", []byte(`{}`)); err != nil {
+		t.Fatalf("finish (not matched by --fault-path): %v", err)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0", code)
+	}
+}
