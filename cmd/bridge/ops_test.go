@@ -202,6 +202,38 @@ func TestRunEngineURLNotAnEngine(t *testing.T) {
 	}
 }
 
+// An engine URL where nothing listens (U3): one WARN naming the refused
+// connection, /readyz 503 naming the engine, no "bridge ready", a clean
+// exit on SIGTERM.
+func TestRunEngineUnreachableAtStart(t *testing.T) {
+	engineURL := "http://" + freeAddr(t)
+	ns := testNATS(t)
+	p := startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-url", ns.ClientURL())
+	addr := p.httpAddr()
+	line := p.waitErr("engine unreachable", 20*time.Second)
+	for _, want := range []string{"level=WARN", "path=/atlas_engine/api/v1/info", "connection refused"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line %q lacks %q", line, want)
+		}
+	}
+	eventually(t, 10*time.Second, func() error {
+		if code, _, body := get(t, "http://"+addr+"/readyz"); code != 503 || !strings.Contains(body, `"engine"`) {
+			return fmt.Errorf("/readyz with the engine unreachable: %d %s", code, body)
+		}
+		return nil
+	})
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if strings.Contains(p.output(false), "bridge ready") {
+		t.Fatalf("ready printed with the engine unreachable:\n%s", p.output(false))
+	}
+	if n := strings.Count(p.output(true), "engine unreachable"); n != 1 {
+		t.Errorf("%d 'engine unreachable' lines, want 1:\n%s", n, p.output(true))
+	}
+}
+
 // A taken port exits 2 at once, naming the flag to change.
 func TestRunPortTaken(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
