@@ -90,8 +90,9 @@ type Config struct {
 	Leader Leader
 	// DeployOnly forwards nothing: no event and no gap announcement is
 	// published; the feed only receives what OnDeploy needs
-	// (process_deployed, external_task_created). Events must be empty and
-	// OnDeploy set. For a bridge run without event forwarding that still
+	// (process_deployed, external_task_created), and each (re)connection of
+	// the feed, after which a deployment may have been missed, also calls
+	// OnDeploy. Events must be empty and OnDeploy set. For a bridge run without event forwarding that still
 	// picks up new deployments at once.
 	DeployOnly bool
 }
@@ -328,7 +329,10 @@ func (s sink) Event(name string, m engine.EventMessage, body json.RawMessage) {
 
 func (s sink) Connected(first bool) {
 	if s.f.cfg.DeployOnly {
-		return // no events are published, so none can be missed
+		// Nothing is published, so no gap is announced; but a deployment
+		// may have passed unseen before this connection: re-read the topics.
+		s.f.kickDeploy()
+		return
 	}
 	reason := GapReconnect
 	if first {
