@@ -129,20 +129,26 @@ func (l *Lease) Leading() bool {
 // with the next event.
 func (l *Lease) Acquired() <-chan struct{} { return l.acquired }
 
-// Run claims and renews the lease every TTL/3 until ctx is done; then it
-// releases a held lease (so another replica takes over within TTL/3) and
+// Run claims and renews the lease every TTL/3 (a failed renewal is retried
+// after TTL/12) until ctx is done; then it releases a held lease (so another replica takes over within TTL/3) and
 // returns nil.
 func (l *Lease) Run(ctx context.Context) error {
-	tick := time.NewTicker(l.cfg.TTL / 3)
-	defer tick.Stop()
+	t := time.NewTimer(0)
+	defer t.Stop()
 	for {
-		l.Claim(ctx)
 		select {
 		case <-ctx.Done():
 			l.release()
 			return nil
-		case <-tick.C:
+		case <-t.C:
 		}
+		begin, wait := time.Now(), l.cfg.TTL/3
+		if l.attempt(ctx) {
+			// A renewal failed (e.g. a slow server): retry well before the
+			// lease lapses here instead of a full TTL/3 later, when it has.
+			wait = l.cfg.TTL / 12
+		}
+		t.Reset(max(0, wait-time.Since(begin))) // every TTL/3 from attempt to attempt, however long one took
 	}
 }
 
@@ -153,7 +159,9 @@ func (l *Lease) Claim(ctx context.Context) bool {
 	return l.Leading()
 }
 
-func (l *Lease) attempt(ctx context.Context) {
+// attempt reports whether it was a renewal that failed for another reason
+// than another replica holding the lease (Run then retries soon).
+func (l *Lease) attempt(ctx context.Context) (renewFailed bool) {
 	cctx, cancel := context.WithTimeout(ctx, l.cfg.TTL/3)
 	defer cancel()
 	start := l.now()
@@ -165,6 +173,18 @@ func (l *Lease) attempt(ctx context.Context) {
 		rev, err = l.kv.Update(cctx, l.cfg.Key, []byte(l.cfg.Holder), rev)
 	} else {
 		rev, err = l.kv.Create(cctx, l.cfg.Key, []byte(l.cfg.Holder))
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// The entry may still be this replica's own: a renewal stored by the
+		// server whose reply came too late here leaves l.rev behind, and a
+		// renewal that came too late for validUntil makes this a Create.
+		// Without this, a holder slowed down once would refuse its own
+		// entry and no replica would publish until it expired. An entry
+		// with this holder's name was written by no other replica since
+		// (their writes name them), so renewing its revision is safe.
+		if e, gerr := l.kv.Get(cctx, l.cfg.Key); gerr == nil && string(e.Value()) == l.cfg.Holder {
+			rev, err = l.kv.Update(cctx, l.cfg.Key, []byte(l.cfg.Holder), e.Revision())
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -183,7 +203,9 @@ func (l *Lease) attempt(ctx context.Context) {
 		l.log.Warn("forwarder: renewing the event lease", "bucket", l.cfg.Bucket, "error", err)
 		if errors.Is(err, jetstream.ErrKeyExists) { // someone else holds it now
 			l.validUntil = time.Time{}
+			break
 		}
+		return true
 	case errors.Is(err, jetstream.ErrKeyExists):
 		// another replica holds it
 	default:
@@ -196,6 +218,7 @@ func (l *Lease) attempt(ctx context.Context) {
 		}
 		l.log.Debug("forwarder: claiming the event lease", "bucket", l.cfg.Bucket, "error", err)
 	}
+	return false
 }
 
 func (l *Lease) release() {
