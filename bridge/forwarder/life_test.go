@@ -656,7 +656,10 @@ func TestSocketRefusedTokenRefreshed(t *testing.T) {
 	_, nc := startNATS(t)
 	in := subscribe(t, nc)
 	r := &refresher{tok: "stale"}
-	feed, err := forwarder.NewSocketFeed(eng.url, r, forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond}, nil)
+	// ConnectTimeout as in runForwarder: a handshake that hangs (see
+	// DefaultConnectTimeout) is retried after 2s, not after the default 5s,
+	// which is as long as the test waits for the start gap.
+	feed, err := forwarder.NewSocketFeed(eng.url, r, forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond, ConnectTimeout: 2 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
