@@ -2,6 +2,7 @@ package forwarder_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/events"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 // loadInstances is the size of the load runs: 2,050 instances of the
@@ -69,6 +71,31 @@ func startPaced(t testing.TB, c *engine.Client, model string, n, perSec int) (id
 		t.Fatalf("%d starts failed, first: %v", len(errs), errs[0])
 	}
 	return ids, float64(n) / time.Since(begin).Seconds()
+}
+
+// handled is how many events the forwarders observed by obs published or
+// dropped.
+func handled(obs ...*counter) int64 {
+	var n int64
+	for _, o := range obs {
+		n += o.forwarded.Load() + o.dropped.Load()
+	}
+	return n
+}
+
+// waitHandled waits until the forwarders observed by obs have published or
+// dropped want events in all, so that collecting from a subscription
+// starts once everything was sent, however slow the machine is (a collect
+// bounded by a quiet time alone counted events still queued behind slow
+// JetStream acks as lost). A dropped event still counts as lost there.
+func waitHandled(t testing.TB, want int64, obs ...*counter) {
+	t.Helper()
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if n := handled(obs...); n < want {
+			return fmt.Errorf("the forwarders published or dropped %d of %d events", n, want)
+		}
+		return nil
+	})
 }
 
 // tally counts CloudEvent ids per subject.
@@ -137,6 +164,7 @@ func TestNoEventLostAt500StartsPerSecond(t *testing.T) {
 		t.Fatalf("gap %q", r)
 	}
 	ids, rate := startPaced(t, eng.client, "direct", n, 500)
+	waitHandled(t, int64(2*n), obs)
 	got := collect(in.ch, 2*n, 10*time.Second)
 	lost, dups, missing := got.check(ids)
 	t.Logf("%d instances started at %.0f/s: %d of %d events lost, %d duplicates; forwarded %d, dropped %d, gaps %d",

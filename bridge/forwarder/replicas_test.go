@@ -144,6 +144,7 @@ func TestReplicasPublishOnce(t *testing.T) {
 	}
 
 	ids, rate := startPaced(t, eng.client, "direct", n, 500)
+	waitHandled(t, int64(2*n), observers(rs)...)
 	plain := collect(in.ch, 2*n, 10*time.Second)
 	lost, dups, missing := plain.check(ids)
 	t.Logf("3 replicas, %d instances at %.0f/s: plain subscription %d of %d lost, %d duplicates", n, rate, lost, 2*n, dups)
@@ -180,7 +181,9 @@ func TestReplicasPublishOnce(t *testing.T) {
 	in.seen = nil
 	drain(in.ch) // process_ended of pi and of the lost instances
 
+	before := handled(observers(rs)...)
 	ids2, rate := startPaced(t, eng.client, "direct", n, 500)
+	waitHandled(t, before+int64(2*n), observers(rs)...)
 	plain = collect(in.ch, 2*n, 10*time.Second)
 	lost, dups, missing = plain.check(ids2)
 	t.Logf("after the takeover, %d instances at %.0f/s: plain %d of %d lost, %d duplicates", n, rate, lost, 2*n, dups)
@@ -199,6 +202,14 @@ func TestReplicasPublishOnce(t *testing.T) {
 	if _, dups, _ := stored.check([]string{pi}); dups != 0 {
 		t.Fatalf("first event after the takeover stored %d extra times", dups)
 	}
+}
+
+func observers(rs []*replica) []*counter {
+	var obs []*counter
+	for _, r := range rs {
+		obs = append(obs, r.obs)
+	}
+	return obs
 }
 
 func drain(ch <-chan *nats.Msg) {
@@ -227,9 +238,11 @@ func TestReplicasWithoutLeaseStoreOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := subscribe(t, nc)
+	var obs []*counter
 	for range 3 {
 		rnc := connect(t, ns.ClientURL())
-		runForwarder(t, eng, rnc, fwdOpts{stream: true, cfg: forwarder.Config{Events: []string{"process_started", "process_ended"}}})
+		_, o, _ := runForwarder(t, eng, rnc, fwdOpts{stream: true, cfg: forwarder.Config{Events: []string{"process_started", "process_ended"}}})
+		obs = append(obs, o)
 	}
 	for range 3 {
 		if r := in.gap(t); r != forwarder.GapStart {
@@ -237,10 +250,14 @@ func TestReplicasWithoutLeaseStoreOnce(t *testing.T) {
 		}
 	}
 	ids, _ := startPaced(t, eng.client, "direct", n, 500)
+	for _, o := range obs { // each replica publishes every event
+		waitHandled(t, 2*n, o)
+	}
 	plain := collect(in.ch, 3*2*n, 10*time.Second)
 	lost, dups, _ := plain.check(ids)
 	if lost != 0 || dups != 2*2*n {
-		t.Fatalf("plain: lost %d, duplicates %d, want 0 and %d (two extra copies each)", lost, dups, 2*2*n)
+		t.Fatalf("plain: lost %d, duplicates %d, want 0 and %d (two extra copies each); replicas forwarded %d, %d, %d, dropped %d",
+			lost, dups, 2*2*n, obs[0].forwarded.Load(), obs[1].forwarded.Load(), obs[2].forwarded.Load(), handled(obs...)-obs[0].forwarded.Load()-obs[1].forwarded.Load()-obs[2].forwarded.Load())
 	}
 	stored := streamTally(t, nc)
 	lost, dups, missing := stored.check(ids)
