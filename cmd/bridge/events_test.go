@@ -67,10 +67,17 @@ func TestRunEventsStreamAndLease(t *testing.T) {
 		want[forwarder.EventID("process_started", engine.EventMessage{ProcessInstanceID: pi})] = true
 		want[forwarder.EventID("process_ended", engine.EventMessage{ProcessInstanceID: pi})] = true
 	}
-	count := func(next func() (string, bool)) map[string]int {
+	// count reads until every wanted id is in (bounded by 30s without one:
+	// a loss), then for a second more (a copy still in flight would be a
+	// duplicate). A fixed quiet time alone ended early under load.
+	count := func(next func(wait time.Duration) (string, bool)) map[string]int {
 		got := map[string]int{}
 		for {
-			id, ok := next()
+			wait := time.Second
+			if len(got) < len(want) {
+				wait = 30 * time.Second
+			}
+			id, ok := next(wait)
 			if !ok {
 				return got
 			}
@@ -79,11 +86,11 @@ func TestRunEventsStreamAndLease(t *testing.T) {
 			}
 		}
 	}
-	onPlain := count(func() (string, bool) {
+	onPlain := count(func(wait time.Duration) (string, bool) {
 		select {
 		case m := <-plain:
 			return m.Header.Get(events.HeaderID), true
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 			return "", false
 		}
 	})
@@ -95,8 +102,8 @@ func TestRunEventsStreamAndLease(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the stream: %v", err)
 	}
-	inStream := count(func() (string, bool) {
-		m, err := c.Next(jetstream.FetchMaxWait(time.Second))
+	inStream := count(func(wait time.Duration) (string, bool) {
+		m, err := c.Next(jetstream.FetchMaxWait(wait))
 		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
 			return "", false
 		}
