@@ -201,6 +201,7 @@ func TestPollFallbackLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load run; -short skips it")
 	}
+	t.Parallel() // asserts no duplicates only; its last 3s are a quiet wait
 	n := loadInstances()
 	eng := newEngine(t, emulator.Config{})
 	_, nc := startNATS(t)

@@ -274,6 +274,7 @@ func TestReplicasWithoutLeaseStoreOnce(t *testing.T) {
 // refused subject and the grant, and a lease that can never be claimed
 // (no event would be published) is logged once as a WARN naming the grant.
 func TestJetStreamGrants(t *testing.T) {
+	t.Parallel() // its own nats-server; mostly waits for refusals
 	conf := t.TempDir() + "/grants.conf"
 	const users = `authorization { users = [
   { user: full, password: pw, permissions: { publish: { allow: ["pe.event.>", "$JS.API.>", "$KV.QB.>"] }, subscribe: { allow: ["_INBOX.>"] } } }
