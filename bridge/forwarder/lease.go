@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -24,8 +25,8 @@ type LeaseConfig struct {
 	// Key names what is leased; replicas forwarding the same engine use the
 	// same key. Required; KV key characters.
 	Key string
-	// Holder identifies this replica in the bucket (e.g. the worker id).
-	// Required.
+	// Holder identifies this replica in the bucket (e.g. the worker id;
+	// the entry's value is Holder#<random suffix of this Lease>). Required.
 	Holder string
 	// TTL is how long the lease outlives a holder that stopped renewing
 	// (it renews every TTL/3). A new holder takes over at most TTL + TTL/3
@@ -46,6 +47,7 @@ type Lease struct {
 	kv  jetstream.KeyValue
 	js  jetstream.JetStream
 	cfg LeaseConfig
+	id  string // the entry's value: Holder and a random suffix, unique even when two replicas share a Holder
 	log *slog.Logger
 	now func() time.Time
 
@@ -100,7 +102,7 @@ func NewLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig, logg
 		logger.Warn("forwarder: lease bucket exists with another TTL; using it", "bucket", cfg.Bucket, "ttl", ttl, "configured_ttl", cfg.TTL)
 		cfg.TTL = ttl
 	}
-	return &Lease{kv: kv, js: js, cfg: cfg, log: logger, now: time.Now, acquired: make(chan struct{}, 1)}, nil
+	return &Lease{kv: kv, js: js, cfg: cfg, id: fmt.Sprintf("%s#%08x", cfg.Holder, rand.Uint32()), log: logger, now: time.Now, acquired: make(chan struct{}, 1)}, nil
 }
 
 // LeaseKey makes s (e.g. an engine URL) a KV key: characters other than
@@ -130,8 +132,8 @@ func (l *Lease) Leading() bool {
 func (l *Lease) Acquired() <-chan struct{} { return l.acquired }
 
 // Run claims and renews the lease every TTL/3 (a failed renewal is retried
-// after TTL/12) until ctx is done; then it releases a held lease (so another replica takes over within TTL/3) and
-// returns nil.
+// after TTL/12) until ctx is done; then it releases a held lease (so
+// another replica takes over within TTL/3) and returns nil.
 func (l *Lease) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -170,9 +172,9 @@ func (l *Lease) attempt(ctx context.Context) (renewFailed bool) {
 	l.mu.Unlock()
 	var err error
 	if held {
-		rev, err = l.kv.Update(cctx, l.cfg.Key, []byte(l.cfg.Holder), rev)
+		rev, err = l.kv.Update(cctx, l.cfg.Key, []byte(l.id), rev)
 	} else {
-		rev, err = l.kv.Create(cctx, l.cfg.Key, []byte(l.cfg.Holder))
+		rev, err = l.kv.Create(cctx, l.cfg.Key, []byte(l.id))
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		// The entry may still be this replica's own: a renewal stored by the
@@ -180,10 +182,10 @@ func (l *Lease) attempt(ctx context.Context) (renewFailed bool) {
 		// renewal that came too late for validUntil makes this a Create.
 		// Without this, a holder slowed down once would refuse its own
 		// entry and no replica would publish until it expired. An entry
-		// with this holder's name was written by no other replica since
-		// (their writes name them), so renewing its revision is safe.
-		if e, gerr := l.kv.Get(cctx, l.cfg.Key); gerr == nil && string(e.Value()) == l.cfg.Holder {
-			rev, err = l.kv.Update(cctx, l.cfg.Key, []byte(l.cfg.Holder), e.Revision())
+		// with this Lease's id was written by no other replica since (their
+		// writes carry their ids), so renewing its revision is safe.
+		if e, gerr := l.kv.Get(cctx, l.cfg.Key); gerr == nil && string(e.Value()) == l.id {
+			rev, err = l.kv.Update(cctx, l.cfg.Key, []byte(l.id), e.Revision())
 		}
 	}
 	l.mu.Lock()

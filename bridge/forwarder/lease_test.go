@@ -50,7 +50,7 @@ func TestLeaseKeepsOwnEntry(t *testing.T) {
 	a.mu.Lock()
 	rev := a.rev
 	a.mu.Unlock()
-	if _, err := a.kv.Update(ctx, cfg.Key, []byte(cfg.Holder), rev); err != nil {
+	if _, err := a.kv.Update(ctx, cfg.Key, []byte(a.id), rev); err != nil {
 		t.Fatal(err)
 	}
 	if !a.Claim(ctx) {
@@ -75,14 +75,16 @@ func TestLeaseKeepsOwnEntry(t *testing.T) {
 		t.Fatal("taking the lease back was not announced")
 	}
 
-	cfg.Holder = "b"
-	b, err := NewLease(ctx, js, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if b.Claim(ctx) {
-			t.Fatal("another replica took an entry that is not its own")
+	for _, holder := range []string{"b", "a"} { // "a" again: a replica misconfigured with the same name
+		cfg.Holder = holder
+		b, err := NewLease(ctx, js, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if b.Claim(ctx) {
+				t.Fatalf("another replica (holder %q) took an entry that is not its own", holder)
+			}
 		}
 	}
 	if !a.Claim(ctx) {
