@@ -77,21 +77,6 @@ func encodeEvent(ev *events.Event, subject string, mode ContentMode) (*nats.Msg,
 	return &nats.Msg{Subject: subject, Header: h, Data: body}, nil
 }
 
-// msgSize is the size nats-server compares with max_payload: headers (in
-// their wire form) plus body.
-func msgSize(m *nats.Msg) int {
-	n := len(m.Data)
-	if len(m.Header) > 0 {
-		n += len("NATS/1.0\r\n\r\n")
-		for k, vs := range m.Header {
-			for _, v := range vs {
-				n += len(k) + len(": ") + len(v) + len("\r\n")
-			}
-		}
-	}
-	return n
-}
-
 // newTraceID returns 16 random bytes in hex (never all zero).
 func newTraceID() string {
 	var b [16]byte

@@ -388,7 +388,7 @@ func (t *task) send(m *nats.Msg) {
 	case errors.Is(err, nats.ErrMaxPayload):
 		t.onAttempt(key, evTooLarge, eventInfo{cause: fmt.Sprintf(
 			"pe-bridge cannot publish this task: its event is %d bytes, above the NATS server's max_payload of %d bytes",
-			msgSize(m), p.tr.MaxPayload())})
+			events.MsgSize(m.Header, m.Data), p.tr.MaxPayload())})
 	case err != nil:
 		t.onAttempt(key, evNoResponders, eventInfo{cause: "publishing: " + err.Error()})
 	default:

@@ -249,6 +249,22 @@ func HeaderGet(h Header, key string) string {
 	return ""
 }
 
+// MsgSize is the size a NATS server compares with its max_payload for a
+// message with header h and body: the headers in their wire form plus the
+// body.
+func MsgSize(h Header, body []byte) int {
+	n := len(body)
+	if len(h) > 0 {
+		n += len("NATS/1.0\r\n\r\n")
+		for k, vs := range h {
+			for _, v := range vs {
+				n += len(k) + len(": ") + len(v) + len("\r\n")
+			}
+		}
+	}
+	return n
+}
+
 // IsStructured reports whether a message with header h carries a
 // structured-mode event.
 func IsStructured(h Header) bool {

@@ -195,3 +195,16 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestMsgSize: the wire size counts the NATS/1.0 header block, each header
+// line and the body; a message without headers is its body.
+func TestMsgSize(t *testing.T) {
+	if got := events.MsgSize(nil, []byte("abc")); got != 3 {
+		t.Errorf("no headers: %d, want 3", got)
+	}
+	h := events.Header{"ce-id": {"1"}}
+	// "NATS/1.0\r\n" + "ce-id: 1\r\n" + "\r\n" + body
+	if got, want := events.MsgSize(h, []byte("abc")), len("NATS/1.0\r\nce-id: 1\r\n\r\nabc"); got != want {
+		t.Errorf("with a header: %d, want %d", got, want)
+	}
+}

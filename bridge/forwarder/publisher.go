@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pe-bridge/pe-bridge/bridge/forwarder/watermillce"
+	"github.com/pe-bridge/pe-bridge/events"
 )
 
 // NewPublisher is the forwarder's Watermill publisher on nc: watermill-nats
@@ -59,7 +60,7 @@ func (k keepConn) Publish(topic string, msgs ...*message.Message) error {
 	tl := &TooLargeError{Limit: k.nc.MaxPayload()}
 	for _, m := range msgs {
 		if nm, merr := (watermillce.Marshaler{}).Marshal(topic, m); merr == nil {
-			tl.Size = max(tl.Size, msgSize(nm))
+			tl.Size = max(tl.Size, events.MsgSize(nm.Header, nm.Data))
 		}
 	}
 	return tl
@@ -81,18 +82,3 @@ func (e *TooLargeError) Error() string {
 }
 
 func (e *TooLargeError) Unwrap() error { return nats.ErrMaxPayload }
-
-// msgSize is the size nats-server compares with max_payload: headers in
-// their wire form plus body.
-func msgSize(m *nats.Msg) int {
-	n := len(m.Data)
-	if len(m.Header) > 0 {
-		n += len("NATS/1.0\r\n\r\n")
-		for k, vs := range m.Header {
-			for _, v := range vs {
-				n += len(k) + len(": ") + len(v) + len("\r\n")
-			}
-		}
-	}
-	return n
-}
