@@ -99,6 +99,7 @@ func TestNoSecretOnAnySurface(t *testing.T) {
 	ask("$SRV.STATS."+events.ServiceName, ``, nil)
 
 	base := "http://" + pprofAddr + "/debug/pprof/"
+	ops := "http://" + p.httpAddr()
 	live := []surface{
 		{name: "NATS replies (service, $SRV.INFO, $SRV.STATS)", read: func(*testing.T) string {
 			mu.Lock()
@@ -113,6 +114,9 @@ func TestNoSecretOnAnySurface(t *testing.T) {
 		httpSurface("pprof threadcreate", base+"threadcreate?debug=1"),
 		httpSurface("pprof block", base+"block?debug=1"),
 		httpSurface("pprof mutex", base+"mutex?debug=1"),
+		httpSurface("metrics", ops+"/metrics"),
+		httpSurface("healthz", ops+"/healthz"),
+		httpSurface("readyz", ops+"/readyz"),
 	}
 	after := []surface{ // read once the bridge has stopped
 		{name: "stdout", read: func(*testing.T) string { return p.output(false) }},
