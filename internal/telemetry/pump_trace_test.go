@@ -7,17 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pe-bridge/pe-bridge/bridge"
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/examples/models"
-	handler "github.com/pe-bridge/pe-bridge/handlers-sdk"
-	"github.com/pe-bridge/pe-bridge/internal/natsserver"
 	"github.com/pe-bridge/pe-bridge/internal/telemetry"
 )
 
@@ -38,27 +33,9 @@ func TestPumpTraceEndToEnd(t *testing.T) {
 	srv := httptest.NewServer(emu)
 	defer srv.Close()
 	defer emu.Close()
-	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", NoJetStream: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testConn(t)
 	const topic = "SampleExternalTask"
-	hs, err := handler.NewServer(nc, topic, handler.HandlerFunc(func(ctx context.Context, task *handler.Task) (any, error) {
-		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": task.TraceParent})
-		_, span := tp.Tracer("handler").Start(ctx, "handle "+task.Topic, trace.WithSpanKind(trace.SpanKindConsumer))
-		span.End()
-		return map[string]any{"traced": true}, nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hs.Close()
+	tracedHandler(t, tp, nc, topic)
 
 	m := telemetry.NewMetrics("test")
 	eng, err := engine.NewClient(srv.URL, engine.ClientConfig{Observer: m})

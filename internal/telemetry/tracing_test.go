@@ -47,32 +47,46 @@ func byName(t *testing.T, spans tracetest.SpanStubs, name string) tracetest.Span
 // span per attempt whose traceparent the event carries, the handler's span
 // (a Go SDK handler continuing Task.TraceParent with otel's
 // propagation.TraceContext) as the send span's child, and the report.
-func TestTaskTraceAcrossNATS(t *testing.T) {
-	tp, exp := recorder(t)
-	tr := telemetry.NewTracing(tp)
+// testConn connects to a fresh embedded nats-server (no JetStream); both
+// close with the test.
+func testConn(t *testing.T) *nats.Conn {
+	t.Helper()
 	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", NoJetStream: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ns.Close()
+	t.Cleanup(func() { _ = ns.Close() })
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
+	return nc
+}
 
-	const topic = "SampleExternalTask"
+// tracedHandler serves topic with a Go SDK handler that continues the task
+// event's traceparent the way any handler can (no SDK support needed) and
+// records its span on tp; it answers {"traced":true}.
+func tracedHandler(t *testing.T, tp trace.TracerProvider, nc *nats.Conn, topic string) {
+	t.Helper()
 	srv, err := handler.NewServer(nc, topic, handler.HandlerFunc(func(ctx context.Context, task *handler.Task) (any, error) {
-		// What a handler does to continue the bridge's trace: no SDK support needed.
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": task.TraceParent})
 		_, span := tp.Tracer("handler").Start(ctx, "handle "+task.Topic, trace.WithSpanKind(trace.SpanKindConsumer))
 		span.End()
-		return map[string]any{"ok": true}, nil
+		return map[string]any{"traced": true}, nil
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+func TestTaskTraceAcrossNATS(t *testing.T) {
+	tp, exp := recorder(t)
+	tr := telemetry.NewTracing(tp)
+	nc := testConn(t)
+	const topic = "SampleExternalTask"
+	tracedHandler(t, tp, nc, topic)
 
 	fetched := time.Now().Add(-time.Millisecond)
 	ts := tr.StartTask(topic, "task-1", fetched)
@@ -93,7 +107,7 @@ func TestTaskTraceAcrossNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(reply.Data), `"ok"`) {
+	if !strings.Contains(string(reply.Data), `"traced"`) {
 		t.Fatalf("reply %s", reply.Data)
 	}
 	endReport := ts.Report("finish")
