@@ -125,14 +125,7 @@ func TestReplicasPublishOnce(t *testing.T) {
 	n := loadInstances() / 2 // per phase: 1,025 instances (100 with -short)
 	const ttl = 1500 * time.Millisecond
 	eng := newEngine(t, emulator.Config{})
-	ns, nc := startNATS(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := forwarder.EnsureStream(context.Background(), js, forwarder.StreamConfig{Name: testStream}); err != nil {
-		t.Fatal(err)
-	}
+	ns, nc := startStreamNATS(t)
 	in := subscribe(t, nc)
 	var rs []*replica
 	for i := range 3 {
@@ -222,13 +215,10 @@ func drain(ch <-chan *nats.Msg) {
 	}
 }
 
-// TestReplicasWithoutLeaseStoreOnce: three replicas without a lease each
-// publish every event; the stream stores each once (Nats-Msg-Id = ce-id
-// within the duplicate window), plain subscribers see three copies with
-// one ce-id.
-func TestReplicasWithoutLeaseStoreOnce(t *testing.T) {
-	const n = 200
-	eng := newEngine(t, emulator.Config{})
+// startStreamNATS starts an embedded nats-server with the events stream
+// testStream on pe.event.>.
+func startStreamNATS(t *testing.T) (*natsserver.Server, *nats.Conn) {
+	t.Helper()
 	ns, nc := startNATS(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -237,6 +227,17 @@ func TestReplicasWithoutLeaseStoreOnce(t *testing.T) {
 	if _, err := forwarder.EnsureStream(context.Background(), js, forwarder.StreamConfig{Name: testStream}); err != nil {
 		t.Fatal(err)
 	}
+	return ns, nc
+}
+
+// TestReplicasWithoutLeaseStoreOnce: three replicas without a lease each
+// publish every event; the stream stores each once (Nats-Msg-Id = ce-id
+// within the duplicate window), plain subscribers see three copies with
+// one ce-id.
+func TestReplicasWithoutLeaseStoreOnce(t *testing.T) {
+	const n = 200
+	eng := newEngine(t, emulator.Config{})
+	ns, nc := startStreamNATS(t)
 	in := subscribe(t, nc)
 	var obs []*counter
 	for range 3 {
