@@ -138,6 +138,33 @@ const lateModel = `<?xml version="1.0" encoding="UTF-8"?>
   </bpmn:process>
 </bpmn:definitions>`
 
+// deployLateModel deploys lateModel, starts it and wants its first task on
+// tasks (the time a handler received it) within 2 s of the deployment; it
+// returns the started instance's id.
+func deployLateModel(t *testing.T, emu *emulator.Emulator, tasks <-chan time.Time) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	deployed := time.Now()
+	if _, err := emu.Deploy([]byte(lateModel)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := emu.Start(ctx, engine.ProcessStartRequest{ProcessModelID: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-tasks:
+		t.Logf("first task of the model deployed after start on NATS %s after the deployment", at.Sub(deployed).Round(time.Millisecond))
+		if d := at.Sub(deployed); d > 2*time.Second {
+			t.Fatalf("first task after %s, want within 2s", d)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no task of the model deployed after start within 2s")
+	}
+	return res.ProcessInstanceID
+}
+
 // A model deployed after the bridge started has its first task on NATS
 // within 2 s: the process_deployed event makes the pump re-read the topics
 // at once (the periodic refresh is set to an hour here, so only the event
@@ -168,24 +195,7 @@ func TestRunDeployedModelServedWithin2s(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the forwarder did not connect to the engine")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	deployed := time.Now()
-	if _, err := emu.Deploy([]byte(lateModel)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := emu.Start(ctx, engine.ProcessStartRequest{ProcessModelID: "late"}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case at := <-tasks:
-		t.Logf("first task of the model deployed after start on NATS %s after the deployment", at.Sub(deployed).Round(time.Millisecond))
-		if d := at.Sub(deployed); d > 2*time.Second {
-			t.Fatalf("first task after %s, want within 2s", d)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("no task of the model deployed after start within 2s")
-	}
+	deployLateModel(t, emu, tasks)
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
@@ -220,26 +230,8 @@ func TestRunNoEventsDeployedModelServedWithin2s(t *testing.T) {
 	p := startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-url", ns.ClientURL(), "--no-events", "--topic-refresh", "1h", "--long-poll-timeout", "1s")
 	p.waitLine("bridge ready", 20*time.Second)
 	p.waitErr("forwarder: receiving engine events over Socket.IO", 20*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	deployed := time.Now()
-	if _, err := emu.Deploy([]byte(lateModel)); err != nil {
-		t.Fatal(err)
-	}
-	res, err := emu.Start(ctx, engine.ProcessStartRequest{ProcessModelID: "late"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case at := <-tasks:
-		t.Logf("first task of the model deployed after start on NATS %s after the deployment", at.Sub(deployed).Round(time.Millisecond))
-		if d := at.Sub(deployed); d > 2*time.Second {
-			t.Fatalf("first task after %s, want within 2s", d)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("no task of the model deployed after start within 2s (with --no-events)")
-	}
-	eventually(t, 20*time.Second, func() error { return allFinished(emu, []string{res.ProcessInstanceID}) })
+	pi := deployLateModel(t, emu, tasks)
+	eventually(t, 20*time.Second, func() error { return allFinished(emu, []string{pi}) })
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
