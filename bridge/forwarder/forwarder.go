@@ -172,6 +172,9 @@ type Forwarder struct {
 
 	stopping chan struct{} // closed when Run begins to stop: no more publish retries
 
+	upOnce sync.Once
+	up     chan struct{} // closed when the feed first connected
+
 	mu      sync.Mutex
 	running bool
 	closeCh chan struct{}
@@ -209,14 +212,19 @@ func New(feed Feed, pub message.Publisher, cfg Config, logger *slog.Logger) (*Fo
 		queue:    make(chan item, cfg.QueueSize),
 		deploy:   make(chan struct{}, 1),
 		topics:   map[string]bool{},
-		stopping: make(chan struct{}),
-		closeCh:  make(chan struct{}), done: make(chan struct{}),
+		stopping: make(chan struct{}), up: make(chan struct{}),
+		closeCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	for _, n := range cfg.Events {
 		f.forward[n] = true
 	}
 	return f, nil
 }
+
+// FeedUp is closed once the engine event feed first connected (the Socket.IO
+// namespace joined, or the first long poll answered): events the engine
+// emits from then on reach NATS.
+func (f *Forwarder) FeedUp() <-chan struct{} { return f.up }
 
 // Events returns the forwarded event names.
 func (f *Forwarder) Events() []string { return append([]string(nil), f.cfg.Events...) }
@@ -328,6 +336,7 @@ func (s sink) Event(name string, m engine.EventMessage, body json.RawMessage) {
 }
 
 func (s sink) Connected(first bool) {
+	s.f.upOnce.Do(func() { close(s.f.up) })
 	if s.f.cfg.DeployOnly {
 		// Nothing is published, so no gap is announced; but a deployment
 		// may have passed unseen before this connection: re-read the topics.

@@ -27,7 +27,11 @@ const (
 	checkEngine  = "engine"
 	checkTopics  = "topics"
 	checkService = "service"
+	checkEvents  = "events"
 )
+
+// checkOrder is the order /readyz lists the checks in.
+var checkOrder = []string{checkNATS, checkEngine, checkTopics, checkService, checkEvents}
 
 // readiness answers /readyz. Every check reads state in memory (a channel,
 // an atomic, the engine client's outage state, the NATS connection's
@@ -38,12 +42,16 @@ type readiness struct {
 	engineOK atomic.Pointer[string] // nil: identified; else why not
 	topics   atomic.Pointer[<-chan struct{}]
 	service  atomic.Pointer[<-chan struct{}]
+	events   atomic.Pointer[<-chan struct{}]
 	draining atomic.Bool
 	metrics  *telemetry.Metrics // may be nil
 }
 
 func newReadiness(m *telemetry.Metrics) *readiness {
 	r := &readiness{metrics: m}
+	if m != nil {
+		m.BeforeScrape(func() { r.check() })
+	}
 	why := "not asked yet (GET /info)"
 	r.engineOK.Store(&why)
 	return r
@@ -89,6 +97,7 @@ func (r *readiness) check() (map[string]string, bool) {
 	}
 	res[checkTopics] = closedOrWaiting(r.topics.Load(), "first topic discovery not done")
 	res[checkService] = closedOrWaiting(r.service.Load(), "micro service not registered")
+	res[checkEvents] = closedOrWaiting(r.events.Load(), "engine event feed not connected yet")
 	ok := true
 	for _, v := range res {
 		if v != "" {
@@ -116,7 +125,7 @@ type readyBody struct {
 func (r *readiness) serveReady(w http.ResponseWriter, _ *http.Request) {
 	res, ok := r.check()
 	body := readyBody{Status: "ready", Checks: map[string]string{}}
-	for _, k := range []string{checkNATS, checkEngine, checkTopics, checkService} {
+	for _, k := range checkOrder {
 		if v, in := res[k]; in {
 			if v == "" {
 				body.Checks[k] = "ok"

@@ -96,7 +96,7 @@ func TestRunHealthReadinessMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &rb); err != nil || code != 200 || rb.Status != "ready" || len(rb.Failed) != 0 {
 		t.Fatalf("/readyz after bridge ready: %d %s", code, body)
 	}
-	for _, c := range []string{checkNATS, checkEngine, checkTopics, checkService} {
+	for _, c := range checkOrder {
 		if rb.Checks[c] != "ok" {
 			t.Errorf("/readyz check %s = %q", c, rb.Checks[c])
 		}

@@ -264,9 +264,11 @@ func runBridge(ctx context.Context, stop func(), s *config.Settings, natsURL str
 	rd.topics.Store(&discovered)
 	svcReady := parts.serviceReady()
 	rd.service.Store(&svcReady)
+	feedUp := parts.eventsUp()
+	rd.events.Store(&feedUp)
 	ready := make(chan struct{})
 	g.Go(func() error {
-		for _, ch := range []<-chan struct{}{discovered, svcReady} {
+		for _, ch := range []<-chan struct{}{discovered, svcReady, feedUp} {
 			select {
 			case <-ch:
 			case <-gctx.Done():

@@ -209,6 +209,8 @@ type bridgeParts struct {
 	svc   *service.Service
 	fwd   *forwarder.Forwarder
 	lease *forwarder.Lease
+
+	deployOnly bool // fwd only watches deployments (--no-events)
 }
 
 // hooks are the telemetry handed to the parts; each nil when off.
@@ -345,6 +347,7 @@ func (p *bridgeParts) newDeployWatcher(s *config.Settings, eng *engine.Client, l
 	if err != nil {
 		return err
 	}
+	p.deployOnly = true
 	cfg := forwarder.Config{DeployOnly: true, OnDeploy: p.pump.RefreshTopics}
 	if p.fwd, err = forwarder.New(feed, nopPublisher{}, cfg, logger); err != nil {
 		return fmt.Errorf("creating the deployment watcher: %w", err)
@@ -383,6 +386,18 @@ func (p *bridgeParts) discovered() <-chan struct{} { return p.pump.Discovered() 
 func (p *bridgeParts) serviceReady() <-chan struct{} {
 	if p.svc != nil {
 		return p.svc.Ready()
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}
+
+// eventsUp is closed once the engine event feed first connected, so an
+// instance started after "bridge ready" has its events on NATS; at once
+// when no event is forwarded (--no-events: the feed only re-reads topics).
+func (p *bridgeParts) eventsUp() <-chan struct{} {
+	if p.fwd != nil && !p.deployOnly {
+		return p.fwd.FeedUp()
 	}
 	ch := make(chan struct{})
 	close(ch)

@@ -32,7 +32,8 @@ var (
 // concurrent use and does not block. A nil *Metrics is not usable; leave the
 // hooks nil instead.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg          *prometheus.Registry
+	beforeScrape atomic.Pointer[func()]
 
 	fetched        *prometheus.CounterVec
 	published      *prometheus.CounterVec
@@ -114,7 +115,7 @@ func NewMetrics(version string) *Metrics {
 	m.reg.MustRegister(m.gaps)
 	m.requests = f.counter("service_requests_total", "Requests answered by the pe-bridge micro service, by endpoint and code (200, or the Nats-Service-Error-Code).", "endpoint", "code")
 	m.requestSeconds = f.histogram("service_request_duration_seconds", "Time to answer a service request, by endpoint.", handlerBuckets, "endpoint")
-	m.ready = f.gauge("ready", "1 when the readiness check passes, by check (nats, engine, topics, service; all = every check).", "check")
+	m.ready = f.gauge("ready", "1 when the readiness check passes, by check (nats, engine, topics, service, events; all = every check).", "check")
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
 		Help: "Always 1; the labels name the running build."}, []string{"version"})
 	m.reg.MustRegister(bi)
@@ -149,8 +150,18 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // Handler serves the metrics in the Prometheus text (or OpenMetrics) format.
 // A scrape never blocks on the bridge: every value is read from memory.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, Timeout: 10 * time.Second})
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, Timeout: 10 * time.Second})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f := m.beforeScrape.Load(); f != nil {
+			(*f)()
+		}
+		h.ServeHTTP(w, r)
+	})
 }
+
+// BeforeScrape makes every scrape call f first (the readiness checks set
+// pe_bridge_ready from it, so the gauge is current without a probe).
+func (m *Metrics) BeforeScrape(f func()) { m.beforeScrape.Store(&f) }
 
 func (m *Metrics) topic(t string) *topicMetrics {
 	if v, ok := m.topics.Load(t); ok {
