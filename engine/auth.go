@@ -219,14 +219,46 @@ func (f *fetchSource) Token() (*oauth2.Token, error) {
 	return t, nil
 }
 
-// redact replaces err with a plain error when its text holds secret (an
-// authority echoing a request). It keeps the chain otherwise.
+// redact hides secret in err when its text holds it (an authority echoing a
+// request). The result's text is err's with the secret replaced, and it
+// keeps what callers classify an error by, without the secret: an
+// *oauth2.RetrieveError (status, code; body and description redacted),
+// context.Canceled/DeadlineExceeded, and whether err was temporary (a
+// transport failure, a *url.Error). Unchanged when the secret is absent.
 func redact(err error, secret string) error {
 	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), secret, "[REDACTED]"))
+	hide := func(s string) string { return strings.ReplaceAll(s, secret, "[REDACTED]") }
+	r := &redactedError{msg: hide(err.Error())}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		c := *re
+		c.Body = []byte(hide(string(re.Body)))
+		c.ErrorDescription = hide(re.ErrorDescription)
+		c.ErrorURI = hide(re.ErrorURI)
+		r.parts = append(r.parts, &c)
+	}
+	for _, ctxErr := range []error{context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, ctxErr) {
+			r.parts = append(r.parts, ctxErr)
+		}
+	}
+	var ue *url.Error
+	r.temporary = IsTemporary(err) || errors.As(err, &ue)
+	return r
 }
+
+// redactedError is an error whose text had a secret in it; see redact.
+type redactedError struct {
+	msg       string
+	parts     []error
+	temporary bool
+}
+
+func (e *redactedError) Error() string   { return e.msg }
+func (e *redactedError) Unwrap() []error { return e.parts }
+func (e *redactedError) Temporary() bool { return e.temporary }
 
 // discoverTokenEndpoint reads {authority}/.well-known/openid-configuration.
 func discoverTokenEndpoint(ctx context.Context, hc *http.Client, authority string) (string, error) {

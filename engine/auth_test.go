@@ -167,6 +167,36 @@ func TestClientCredentialsFailures(t *testing.T) {
 	}
 }
 
+// An authority that echoes the request (with the secret) in a 503: the
+// error hides the secret but still classifies as the 503 it was, so the
+// caller retries it.
+func TestClientCredentialsEchoRedactedKeepsKind(t *testing.T) {
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/openid-configuration" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = fmt.Fprintf(w, `{"issuer":"x","token_endpoint":"http://%s/token"}`, r.Host)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, `{"error":"temporarily_unavailable","error_description":"you sent %s and %s"}`, body, r.Header.Get("Authorization"))
+	}))
+	defer echo.Close()
+	_, err := engine.ClientCredentials(t.Context(), engine.CredentialsConfig{AuthorityURL: echo.URL, ClientID: workerID, ClientSecret: workerSecret})
+	if err == nil || !strings.Contains(err.Error(), "[REDACTED]") {
+		t.Fatalf("err = %v, want the echo with the secret redacted", err)
+	}
+	checkNoSecret(t, err, workerSecret)
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response == nil || re.Response.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("errors.As RetrieveError = %v (%+v): the 503 was lost", re != nil, re)
+	}
+	if strings.Contains(string(re.Body), workerSecret) || strings.Contains(re.ErrorDescription, workerSecret) || re.ErrorCode != "temporarily_unavailable" {
+		t.Errorf("RetrieveError keeps the secret or lost its code: %q %q %q", re.Body, re.ErrorDescription, re.ErrorCode)
+	}
+}
+
 func checkNoSecret(t *testing.T, err error, secrets ...string) {
 	t.Helper()
 	if err == nil {

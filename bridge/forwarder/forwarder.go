@@ -337,11 +337,13 @@ func (s sink) Event(name string, m engine.EventMessage, body json.RawMessage) {
 
 func (s sink) Connected(first bool) {
 	s.f.upOnce.Do(func() { close(s.f.up) })
-	if s.f.cfg.DeployOnly {
-		// Nothing is published, so no gap is announced; but a deployment
-		// may have passed unseen before this connection: re-read the topics.
+	// A deployment may have passed unseen before this connection: re-read
+	// the topics (with OnDeploy; a no-op without).
+	if s.f.cfg.OnDeploy != nil {
 		s.f.kickDeploy()
-		return
+	}
+	if s.f.cfg.DeployOnly {
+		return // nothing is published, so no gap is announced
 	}
 	reason := GapReconnect
 	if first {

@@ -496,22 +496,25 @@ func TestLeaderGates(t *testing.T) {
 	}
 }
 
-// TestOnDeploy: process_deployed and external_task_created for a new topic
-// call OnDeploy; a known topic does not; both are received for it without
-// being forwarded.
+// TestOnDeploy: process_deployed, external_task_created for a new topic and
+// every (re)connect of the feed call OnDeploy; a known topic does not; both
+// events are received for it without being forwarded.
 func TestOnDeploy(t *testing.T) {
 	calls := make(chan struct{}, 16)
 	var names []string
 	release := make(chan struct{})
 	feed := feedFunc(func(ctx context.Context, n []string, s Sink) error {
 		names = n
-		s.Connected(true)
+		s.Connected(true) // a deployment may have passed before: refresh
+		<-calls
 		s.Event("process_deployed", engine.EventMessage{ProcessDefinitionID: "d"}, nil)
 		<-calls
 		s.Event("external_task_created", engine.EventMessage{Topic: "A", ExternalTaskID: "1"}, nil)
 		<-calls
 		s.Event("external_task_created", engine.EventMessage{Topic: "A", ExternalTaskID: "2"}, nil)
 		s.Event("external_task_created", engine.EventMessage{Topic: "B", ExternalTaskID: "3"}, nil)
+		<-calls
+		s.Connected(false) // and inside the gap of a reconnect
 		<-calls
 		close(release)
 		<-ctx.Done()
@@ -536,7 +539,7 @@ func TestOnDeploy(t *testing.T) {
 	if !equal(names, []string{"process_started", "process_deployed", "external_task_created"}) {
 		t.Errorf("subscribed %v", names)
 	}
-	if got := pub.topics(); !equal(got, []string{"pe.event.gap"}) {
+	if got := pub.topics(); !equal(got, []string{"pe.event.gap", "pe.event.gap"}) {
 		t.Errorf("published %v", got)
 	}
 }

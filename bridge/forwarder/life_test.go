@@ -564,6 +564,11 @@ func TestOnDeployTriggers(t *testing.T) {
 	calls := make(chan time.Time, 16)
 	runForwarder(t, eng, nc, fwdOpts{cfg: forwarder.Config{OnDeploy: func() { calls <- time.Now() }}})
 	in.gap(t)
+	select {
+	case <-calls: // the connect's refresh: a deployment may have passed before it
+	case <-time.After(5 * time.Second):
+		t.Fatal("no OnDeploy for the feed's connect")
+	}
 	const xml = `<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="Definitions_late" targetNamespace="http://bpmn.io/schema/bpmn">
   <bpmn:process id="late" isExecutable="true">
