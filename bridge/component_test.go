@@ -658,6 +658,25 @@ func TestComponentEngineFaults(t *testing.T) {
 	}
 }
 
+// A finish or error that took effect but whose answer was lost (the engine
+// answers 500 after applying it): the retry gets 409, and the task counts
+// as finished or errored once, not as dropped.
+func TestComponentLostAcknowledgement(t *testing.T) {
+	e := newCompEnv(t, serviceModel("lostack_ok", "lostack-ok", false, ""), serviceModel("lostack_err", "lostack-err", true, "error:Boom"))
+	e.handle("lostack-ok", func(m *nats.Msg) { respond(t, m, `{"ok":true}`) })
+	e.handle("lostack-err", func(m *nats.Msg) { respond(t, m, `{"$pe":"bpmn_error","code":"Boom","message":"no"}`) })
+	p, _ := e.runPump(compConfig("lostack-ok", "lostack-err"))
+	for _, c := range []struct{ path, model string }{{"/finish", "lostack_ok"}, {"/error", "lostack_err"}} {
+		e.emu.SetFaults(emulator.Faults{AfterEffectRate: 1, PathContains: c.path})
+		e.waitDone(30*time.Second, e.start(c.model, nil)) // the first call took effect
+		e.emu.SetFaults(emulator.Faults{})                 // the retry gets the engine's own answer
+		settled(t, p)
+	}
+	if s := p.Stats(); s.Finished != 1 || s.BPMNErrors != 1 || s.Dropped != 0 || s.LostAcks != 2 {
+		t.Fatalf("stats = %+v, want 1 finished, 1 BPMN error, 0 dropped, 2 lost acknowledgements", s)
+	}
+}
+
 func TestComponentDrainOnShutdown(t *testing.T) {
 	e := newCompEnv(t,
 		serviceModel("drain_single", "drain-single", true, ""),

@@ -31,6 +31,7 @@ type PumpStats struct {
 	Republished     uint64 `json:"republished"`      // awaited attempts published again after a NATS reconnect
 	HedgedFetches   uint64 `json:"hedged_fetches"`   // fetches started beside one that took too long while tasks waited
 	Rejected        uint64 `json:"rejected"`         // impossible task events (logged and ignored)
+	LostAcks        uint64 `json:"lost_acks"`        // reports whose answer was lost and whose retry got 409: counted as reported
 	InFlight        int64  `json:"in_flight"`        // tasks held now
 }
 
@@ -38,7 +39,7 @@ type counters struct {
 	fetched, published, retries, finished, bpmnErrors, failures, cancelled, dropped, released,
 	noResponders, lockExtensions, extendErrors, reportErrors, fetchErrors, handlerTimeouts,
 	badReplies, lateReplies, badTasks, unknownReplies, refetched, republished, hedgedFetches,
-	rejected atomic.Uint64
+	rejected, lostAcks atomic.Uint64
 	inFlight atomic.Int64
 }
 
@@ -67,6 +68,7 @@ func (c *counters) snapshot() PumpStats {
 		Republished:     c.republished.Load(),
 		HedgedFetches:   c.hedgedFetches.Load(),
 		Rejected:        c.rejected.Load(),
+		LostAcks:        c.lostAcks.Load(),
 		InFlight:        c.inFlight.Load(),
 	}
 }

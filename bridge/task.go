@@ -554,6 +554,15 @@ func (t *task) doReport(ctx context.Context) {
 	switch {
 	case err == nil:
 		t.fire(evReportDone, eventInfo{})
+	case errors.Is(err, engine.ErrGone) && tries > 0:
+		// An earlier call of this report got no answer, a timeout or a 5xx,
+		// and now the engine says the task is closed: that call most likely
+		// took effect (a lost acknowledgement). Counted as reported; the
+		// engine cannot tell whose finish closed it (API.md §3 items 3–4).
+		p.stats.lostAcks.Add(1)
+		p.log.Info("engine reports the task closed after an earlier "+kind+" call got no clear answer; it most likely took effect",
+			t.attrs("error", err, "earlier_failures", tries)...)
+		t.fire(evReportDone, eventInfo{})
 	case errors.Is(err, engine.ErrGone), errors.Is(err, engine.ErrLockLost), errors.Is(err, engine.ErrNotFound):
 		p.log.Warn("engine did not accept the outcome; dropping the task", t.attrs("error", err)...)
 		t.fire(evReportRefused, eventInfo{refused: err})
