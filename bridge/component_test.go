@@ -669,7 +669,7 @@ func TestComponentLostAcknowledgement(t *testing.T) {
 	for _, c := range []struct{ path, model string }{{"/finish", "lostack_ok"}, {"/error", "lostack_err"}} {
 		e.emu.SetFaults(emulator.Faults{AfterEffectRate: 1, PathContains: c.path})
 		e.waitDone(30*time.Second, e.start(c.model, nil)) // the first call took effect
-		e.emu.SetFaults(emulator.Faults{})                 // the retry gets the engine's own answer
+		e.emu.SetFaults(emulator.Faults{})                // the retry gets the engine's own answer
 		settled(t, p)
 	}
 	if s := p.Stats(); s.Finished != 1 || s.BPMNErrors != 1 || s.Dropped != 0 || s.LostAcks != 2 {
