@@ -614,6 +614,56 @@ func TestComponentNATSRestart(t *testing.T) {
 	t.Logf("pump %+v", p.Stats())
 }
 
+// Handlers that come back later than the bridge after a nats-server
+// restart: the multi-try tasks that were awaiting replies keep their locks
+// and reach the handlers once they are back, instead of being left to lapse
+// on "no responders" (which would hold them for a whole lock duration).
+func TestComponentReconnectHoldsForSlowHandlers(t *testing.T) {
+	e := newCompEnv(t, serviceModel("slowback", "slowback", false, ""))
+	const n = 10
+	var restarted atomic.Bool
+	got := make(chan struct{}, n)
+	subject, _ := events.TaskSubject("slowback")
+	// The handler's reconnect wait is 3 s; the bridge's 20 ms.
+	hc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", e.port), nats.MaxReconnects(-1),
+		nats.ReconnectWait(3*time.Second), nats.ReconnectJitter(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	if _, err := hc.QueueSubscribe(subject, events.DefaultQueueGroup, func(m *nats.Msg) {
+		got <- struct{}{}
+		if restarted.Load() {
+			_ = m.Respond([]byte(`{"ok":true}`))
+		} // before the restart: the reply would be lost anyway
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := hc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := compConfig("slowback")
+	cfg.LockDuration = 30 * time.Second // a lapse would outlast the test's wait
+	p, _ := e.runPump(cfg)
+	ids := make([]string, 0, n)
+	for range n {
+		ids = append(ids, e.start("slowback", nil))
+	}
+	for range n {
+		<-got
+	}
+	restarted.Store(true)
+	e.restartNATS()
+	for id, pi := range e.waitDone(20*time.Second, ids...) {
+		if pi.State != engine.InstanceFinished {
+			t.Fatalf("%s: %+v", id, pi)
+		}
+	}
+	if s := settled(t, p); s.Released != 0 || s.Finished != n || s.NoResponders == 0 {
+		t.Fatalf("stats = %+v, want %d finished, 0 released, and some no-responder answers while the handler was away", s, n)
+	}
+}
+
 func TestComponentEngineFaults(t *testing.T) {
 	e := newCompEnv(t, serviceModel("faulty", "faulty", false, ""))
 	var mu sync.Mutex

@@ -16,7 +16,8 @@ import (
 //	awaiting     outcome          → reporting    endAttempt, freeSlot, outcome, report
 //	awaiting     failed           → backoff      endAttempt, armRetry              (retries left)
 //	                              → reporting    endAttempt, freeSlot, failure, report (budget used up)
-//	awaiting     noResponders     → backoff      endAttempt, pause, armRetry       (single-try)
+//	awaiting     noResponders     → backoff      endAttempt, pause, armRetry       (single-try; the pump
+//	                                                  passes any task as single-try here within 15 s of a NATS reconnect)
 //	                              → done         endAttempt, pause, close(released) (multi-try)
 //	awaiting     tooLarge         → reporting    endAttempt, freeSlot, failure, report
 //	awaiting     reconnected      → awaiting     endAttempt, publish

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,6 +35,12 @@ const emptyPollPause = 100 * time.Millisecond
 // connections are back too.
 const reconnectGrace = time.Second
 
+// reconnectHold is how long after a NATS reconnect a multi-try task that
+// finds no responders keeps its lock and is published again (as a
+// single-try task always is), instead of being left to lapse: handlers
+// whose reconnect wait is longer than the bridge's come back meanwhile.
+const reconnectHold = 15 * time.Second
+
 // retiredKeys is how many reply keys of ended attempts the pump remembers,
 // to tell a late reply from one to a key it never issued.
 const retiredKeys = 4096
@@ -50,6 +57,8 @@ type Pump struct {
 	obs    Observer
 	tracer Tracer
 	lp     lockPolicy
+
+	reconnectedAt atomic.Int64 // unix nanos of the last NATS reconnect; 0 never
 
 	refresh        chan struct{} // cap 1: RefreshTopics
 	discovered     chan struct{} // closed after the first topic discovery
@@ -228,6 +237,7 @@ func (p *Pump) Run(ctx context.Context) error {
 // onReconnect re-publishes, soon after a NATS reconnect, every attempt that
 // awaited a reply: a reply sent while the connection was down is lost.
 func (p *Pump) onReconnect() {
+	p.reconnectedAt.Store(time.Now().UnixNano())
 	p.log.Info("nats reconnected; publishing awaited attempts again", "in", reconnectGrace)
 	time.AfterFunc(reconnectGrace, func() {
 		p.track(func() {
@@ -252,6 +262,13 @@ func (p *Pump) onReconnect() {
 			}
 		})
 	})
+}
+
+// inReconnectHold reports whether the last NATS reconnect was less than
+// reconnectHold ago.
+func (p *Pump) inReconnectHold() bool {
+	at := p.reconnectedAt.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < reconnectHold
 }
 
 // Close stops a running pump as a cancelled context does and waits for Run

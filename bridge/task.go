@@ -182,6 +182,9 @@ func (t *task) handle(ev lifeEvent, in eventInfo) {
 func (t *task) fire(ev lifeEvent, in eventInfo) {
 	p := t.p
 	c := cond{singleTry: t.et.IsSingleTry, retriesLeft: t.failures+1 < p.cfg.MaxAttempts}
+	if ev == evNoResponders && !c.singleTry && p.inReconnectHold() {
+		c.singleTry = true // just after a reconnect: keep the lock, publish again (reconnectHold)
+	}
 	st, err := transition(t.state, ev, c)
 	if err != nil {
 		p.stats.rejected.Add(1)
@@ -323,7 +326,7 @@ func (t *task) armRetry(ev lifeEvent, in eventInfo) {
 		t.nrCount++
 		t.canary = true
 		d = backoff(t.nrCount, p.cfg.NoResponderBackoff, p.cfg.MaxNoResponderBackoff)
-		p.log.Warn("single-try task not delivered; keeping its lock and publishing again",
+		p.log.Warn("task not delivered; keeping its lock and publishing again (single-try, or just after a NATS reconnect)",
 			t.attrs("reason", in.cause, "retry_in", d)...)
 	} else {
 		t.failures++
@@ -413,7 +416,7 @@ func (t *task) onAttempt(key string, ev lifeEvent, in eventInfo) {
 		t.p.stats.badTasks.Add(1)
 		t.p.log.Warn("task cannot be published; reporting a technical failure", t.attrs("reason", in.cause)...)
 	}
-	if ev == evNoResponders && !t.et.IsSingleTry {
+	if ev == evNoResponders && !t.et.IsSingleTry && !t.p.inReconnectHold() {
 		t.p.log.Warn("task not delivered; leaving its lock to lapse so the engine offers it again",
 			t.attrs("reason", in.cause)...)
 	}
