@@ -36,7 +36,7 @@ var docFiles = []struct{ path, section string }{
 	{"examples/polyglot/python/README.md", ""},
 	{"examples/polyglot/shell/README.md", ""},
 	{"handlers-sdk/README.md", ""},
-	{"docs/contract.md", "## 4."},
+	{"docs/contract.md", ""},
 }
 
 // docTests lists the blocks ("file#name") each test runs. A block may be run
@@ -57,6 +57,10 @@ var docTests = map[string][]string{
 		"examples/polyglot/shell/README.md#bridge-dev", "examples/polyglot/shell/README.md#worker",
 		"examples/polyglot/shell/README.md#approver", "examples/polyglot/shell/README.md#dedup",
 		"examples/polyglot/shell/README.md#by-hand", "examples/polyglot/README.md#work",
+	},
+	"TestDocContractService": {
+		"docs/contract.md#sub-events", "docs/contract.md#reply-result", "docs/contract.md#service-start",
+		"docs/contract.md#service-usertask", "docs/contract.md#service-message",
 	},
 	"TestDocContractReplies": {
 		"docs/contract.md#reply-result", "docs/contract.md#reply-bpmn-error", "docs/contract.md#reply-failure",
@@ -430,4 +434,32 @@ func TestDocContractReplies(t *testing.T) {
 	}
 	waitOutput(t, p, `Received on subject "pe.task.SampleExternalTask"`, 1, time.Minute)
 	stopAll(t, p)
+}
+
+// TestDocContractService runs the contract's event subscription (section 7)
+// and its request/reply examples (section 8) against one `bridge dev`.
+func TestDocContractService(t *testing.T) {
+	r := newDocRun(t)
+	_, url := startBridgeDev(t)
+	r.setenv("NATS_URL=" + url)
+	sub := r.start("docs/contract.md#sub-events", ".")
+	waitOutput(t, sub, "Subscribing on", 0, 30*time.Second)
+	worker := r.start("docs/contract.md#reply-result", ".")
+	waitOutput(t, worker, "Listening on", 0, 30*time.Second)
+
+	expect(t, "service-start", r.run("docs/contract.md#service-start", "."), helloFinished, workerResult)
+	stopAll(t, worker)
+	out := r.run("docs/contract.md#service-usertask", ".")
+	expect(t, "service-usertask", out, `"processInstanceId"`, `"flowNodeId":"manual_approval"`, `"state":"suspended"`, `"userTaskInstanceId"`)
+	if strings.Contains(out, "Nats-Service-Error") || strings.Contains(out, `"userTaskInstanceId":"null"`) {
+		t.Errorf("service-usertask:\n%s", out)
+	}
+	out = r.run("docs/contract.md#service-message", ".")
+	expect(t, "service-message", out, `"name":"approval_received"`, `"processModelId":"message_catch"`)
+	if strings.Contains(out, "Nats-Service-Error") {
+		t.Errorf("service-message:\n%s", out)
+	}
+	waitOutput(t, sub, `"pe.event.user_task_finished"`, 0, time.Minute)
+	expect(t, "nats sub", sub.out.String(), `"pe.event.process_started"`, `"pe.event.process_ended"`, `"pe.event.user_task_waiting"`)
+	stopAll(t, sub)
 }
