@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zishang520/socket.io/clients/socket/v3"
@@ -22,11 +23,39 @@ import (
 
 // Defaults of SocketConfig.
 const (
-	// DefaultConnectTimeout is short because a handshake occasionally never
-	// completes (socket.io v3.0.6: the Engine.IO open packet does not
-	// arrive, seen in about 3 of 100 connects under -race); the next attempt
-	// succeeds.
+	// DefaultConnectTimeout bounds one connection attempt. (Attempts that
+	// lose the Engine.IO "open" event, see errOpenLost, end much sooner.)
 	DefaultConnectTimeout = 5 * time.Second
+)
+
+// Workaround for a race in the Socket.IO client (github.com/zishang520/
+// socket.io/clients/socket/v3 v3.0.6, manager.go:285-291, Manager.Open):
+// engine.NewSocket opens the transport before it returns (for WebSocket it
+// dials synchronously and starts the reader goroutine, websocket.go:123,203),
+// and only then does Open subscribe to the engine socket's "open" event.
+// When the reader goroutine gets the server's Engine.IO open packet and
+// emits "open" (socket-without-upgrade.go:405-407, EventEmitter.Emit is
+// synchronous and drops events nobody listens to) before that subscription,
+// the manager never learns the engine is open, never subscribes to its
+// data, and the namespace CONNECT is never sent: the attempt hangs until a
+// timeout. Under CPU load this hit about 1 connect in 100.
+//
+// session detects it (the engine socket is open but the manager has not
+// emitted "open" for openLostGrace) and gives up the attempt with
+// errOpenLost; Run retries at once, up to maxOpenLost times in a row.
+var errOpenLost = errors.New("the Socket.IO client lost the Engine.IO open event (zishang520/socket.io v3.0.6 race)")
+
+const (
+	// openLostGrace: how long the engine socket may be open without the
+	// manager's "open" before the event counts as lost. The library sets
+	// the state and emits "open" within microseconds; a false alarm costs
+	// only a retry.
+	openLostGrace = 100 * time.Millisecond
+	// openCheckInterval: how often session looks for a lost open.
+	openCheckInterval = 20 * time.Millisecond
+	// maxOpenLost: immediate retries after lost opens before Run falls
+	// back to its backoff.
+	maxOpenLost = 3
 )
 
 // SocketConfig tunes SocketFeed. Zero fields take the documented defaults.
@@ -101,11 +130,18 @@ func (f *SocketFeed) Run(ctx context.Context, names []string, sink Sink) error {
 	backoff := f.cfg.MinBackoff
 	first := true
 	inOutage := false // logged once when it begins; session logs its end
+	lost := 0         // attempts in a row that ended with errOpenLost
 	for ctx.Err() == nil {
 		connected, err := f.session(ctx, names, sink, first)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if !connected && errors.Is(err, errOpenLost) && lost < maxOpenLost {
+			lost++
+			f.log.Debug("forwarder: engine event connection attempt failed; retrying at once", "error", err)
+			continue
+		}
+		lost = 0
 		var refused *refusedError
 		if errors.As(err, &refused) {
 			f.refreshToken(refused.token)
@@ -207,36 +243,64 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 			}
 		})
 	}
+	var mgrOpen atomic.Bool // the manager saw the engine open (errOpenLost)
+	_ = mgr.On("open", func(...any) { mgrOpen.Store(true) })
 	s.Connect()
 	defer func() {
 		s.Disconnect()
 	}()
+	// giveUp ends the attempt unless "connect" came just now.
+	giveUp := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case <-up:
+			return false
+		default:
+			gone = true
+			return true
+		}
+	}
 	// ConnectTimeout bounds the whole handshake up to the namespace's
 	// "connect": the library bounds only the Engine.IO open, and a namespace
 	// connect that never completes must not stall the feed.
 	timeout := time.NewTimer(f.cfg.ConnectTimeout)
 	defer timeout.Stop()
-	select {
-	case <-ctx.Done():
-		return false, nil
-	case <-timeout.C:
-		mu.Lock()
+	openCheck := time.NewTicker(openCheckInterval)
+	defer openCheck.Stop()
+	var openSince time.Time // when the engine was first seen open without the manager
+handshake:
+	for {
 		select {
-		case <-up: // connected just now
-			mu.Unlock()
-		default:
-			gone = true
-			mu.Unlock()
-			return false, fmt.Errorf("no Socket.IO connect within %s", f.cfg.ConnectTimeout)
-		}
-	case err := <-ended:
-		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-timeout.C:
+			if giveUp() {
+				return false, fmt.Errorf("no Socket.IO connect within %s", f.cfg.ConnectTimeout)
+			}
+			break handshake
+		case err := <-ended:
+			select {
+			case <-up:
+				return true, err
+			default:
+				return false, err
+			}
 		case <-up:
-			return true, err
-		default:
-			return false, err
+			break handshake
+		case <-openCheck.C:
+			// "open" is the engine's SocketStateOpen (package
+			// clients/engine, not imported here).
+			if e := mgr.Engine(); e == nil || e.ReadyState() != "open" || mgrOpen.Load() {
+				openSince = time.Time{}
+				continue
+			}
+			if openSince.IsZero() {
+				openSince = time.Now()
+			} else if time.Since(openSince) >= openLostGrace && giveUp() {
+				return false, errOpenLost
+			}
 		}
-	case <-up:
 	}
 	f.log.Info("forwarder: receiving engine events over Socket.IO", "engine_url", origin+f.base.Path)
 	select {
