@@ -183,7 +183,7 @@ func TestRunEngineURLNotAnEngine(t *testing.T) {
 	code, _, body := get(t, "http://"+addr+"/readyz")
 	var rb readyBody
 	if err := json.Unmarshal([]byte(body), &rb); err != nil || code != 503 || rb.Status != "not ready" ||
-		strings.Join(rb.Failed, ",") != "engine,topics,service" || !strings.Contains(rb.Checks[checkEngine], "text/html") {
+		strings.Join(rb.Failed, ",") != "engine,topics,service,events" || !strings.Contains(rb.Checks[checkEngine], "text/html") {
 		t.Fatalf("/readyz: %d %s", code, body)
 	}
 	if code, _, _ := get(t, "http://"+addr+"/healthz"); code != 200 {
