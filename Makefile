@@ -16,7 +16,7 @@ NATS_CLI_VERSION := v0.5.0
 NATS_CLI  ?= $(shell $(GO) env GOPATH)/bin/nats
 BIN       ?= bin/bridge
 
-.PHONY: all build smoke test test-short node-deps nats-cli lint fuzz bench bench-micro demo dev emulator clean tag
+.PHONY: all build smoke test test-short node-deps nats-cli lint fuzz bench bench-micro scenarios demo dev emulator clean tag
 
 all: lint test
 
@@ -59,6 +59,7 @@ lint: $(STATICCHECK)
 	  case " $(MODULES) " in *" $$d "*) ;; *) echo $$f;; esac; done); \
 	  test -z "$$missing" || { echo "go.work does not use: $$missing"; exit 1; }
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags scenarios ./bridge/
 	$(STATICCHECK) $(PKGS)
 	@for m in $(MODULES); do echo "go mod tidy -diff ($$m)"; (cd $$m && GOWORK=off $(GO) mod tidy -diff) || exit 1; done
 
@@ -76,6 +77,10 @@ fuzz:
 # The side-by-side benchmark of issue 6 (bridge vs official worker vs direct Go worker).
 bench: node-deps
 	$(GO) run ./bench $(BENCHFLAGS)
+
+# The issue-9 scenarios at full scale (several minutes; see bridge/scenario_full_test.go).
+scenarios:
+	$(GO) test -race -tags scenarios -count=1 -timeout 30m -run 'TestScenario' -v ./bridge/ | grep -E 'FIGURE|^(---|ok|FAIL|PASS)'
 
 # Go micro-benchmarks, 6 runs each, summarised with benchstat.
 bench-micro:

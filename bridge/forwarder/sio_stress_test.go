@@ -3,10 +3,9 @@ package forwarder_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,22 +17,21 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 )
 
-// TestSocketConnectStress connects a SocketFeed to the emulator
-// SIO_STRESS times, SIO_PAR at a time (default 1), and reports how long
-// each took to reach "connect", how many took over 2 s, and how many
-// attempts lost the Engine.IO open event (errOpenLost) or failed. Opt-in:
-// it matters only under CPU load, e.g.
+// BenchmarkSocketConnect connects a SocketFeed to the emulator b.N times,
+// par at a time, and reports the time to "connect" (p50, p99, max), the
+// connects over 2 s and the attempts that lost the Engine.IO open event
+// (errOpenLost) or failed. The race it watches matters only under CPU load:
 //
 //	for i in 1 2 3 4 5 6; do yes >/dev/null & done
-//	SIO_STRESS=300 go test -race -run TestSocketConnectStress -v ./bridge/forwarder/
-func TestSocketConnectStress(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("SIO_STRESS"))
-	if n <= 0 {
-		t.Skip("set SIO_STRESS to the number of connects")
+//	go test -race -run '^$' -bench SocketConnect -benchtime 300x ./bridge/forwarder/
+func BenchmarkSocketConnect(b *testing.B) {
+	for _, par := range []int{1, 20} {
+		b.Run(fmt.Sprintf("par=%d", par), func(b *testing.B) { benchConnects(b, par) })
 	}
-	par, _ := strconv.Atoi(os.Getenv("SIO_PAR"))
-	par = max(par, 1)
-	eng := newEngine(t, emulator.Config{})
+}
+
+func benchConnects(b *testing.B, par int) {
+	eng := newEngine(b, emulator.Config{})
 	var (
 		mu     sync.Mutex
 		durs   []time.Duration
@@ -42,7 +40,8 @@ func TestSocketConnectStress(t *testing.T) {
 		wg     sync.WaitGroup
 	)
 	logger := slog.New(counts)
-	for range n {
+	b.ResetTimer()
+	for range b.N {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -50,7 +49,7 @@ func TestSocketConnectStress(t *testing.T) {
 			defer func() { <-sem }()
 			f, err := forwarder.NewSocketFeed(eng.url, engine.DummyTokenSource(), forwarder.SocketConfig{}, logger)
 			if err != nil {
-				t.Error(err)
+				b.Error(err)
 				return
 			}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -62,7 +61,7 @@ func TestSocketConnectStress(t *testing.T) {
 			select {
 			case <-sink.up:
 			case <-time.After(30 * time.Second):
-				t.Error("no connect within 30s")
+				b.Error("no connect within 30s")
 			}
 			d := time.Since(t0)
 			cancel()
@@ -73,6 +72,7 @@ func TestSocketConnectStress(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	b.StopTimer()
 	if len(durs) == 0 {
 		return
 	}
@@ -83,9 +83,12 @@ func TestSocketConnectStress(t *testing.T) {
 			slow++
 		}
 	}
-	t.Logf("connects=%d par=%d lost_opens=%d failed_attempts=%d slow(>2s)=%d p50=%v p99=%v max=%v",
-		len(durs), par, counts.lost.Load(), counts.failed.Load(), slow,
-		durs[len(durs)/2], durs[len(durs)*99/100], durs[len(durs)-1])
+	b.ReportMetric(float64(slow), "slow_connects")
+	b.ReportMetric(float64(counts.lost.Load()), "lost_opens")
+	b.ReportMetric(float64(counts.failed.Load()), "failed_attempts")
+	b.ReportMetric(durs[len(durs)/2].Seconds()*1e3, "p50_ms")
+	b.ReportMetric(durs[len(durs)*99/100].Seconds()*1e3, "p99_ms")
+	b.ReportMetric(durs[len(durs)-1].Seconds()*1e3, "max_ms")
 }
 
 type connectSink struct{ up chan struct{} }
@@ -112,7 +115,7 @@ func (c *attemptCounts) Handle(_ context.Context, r slog.Record) error {
 		c.failed.Add(1)
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "error" {
-				println("failed attempt:", a.Value.String())
+				slog.Default().Warn("failed attempt", "error", a.Value.String())
 			}
 			return true
 		})
