@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,8 +44,11 @@ type CredentialsConfig struct {
 	// query and finish user tasks.
 	Scopes []string
 	// HTTPClient is used for discovery and token requests. nil: a client
-	// with a 30 s timeout.
+	// with a 30 s timeout (and TLSConfig).
 	HTTPClient *http.Client
+	// TLSConfig verifies an https authority and engine when HTTPClient is
+	// nil. nil: the system's roots.
+	TLSConfig *tls.Config
 	// RefreshBefore is how long before expiry a token is replaced. Default
 	// 5 min, clamped to half the token lifetime.
 	RefreshBefore time.Duration
@@ -106,6 +110,11 @@ func ClientCredentials(ctx context.Context, cfg CredentialsConfig) (oauth2.Token
 	hc := cfg.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
+		if cfg.TLSConfig != nil {
+			t := http.DefaultTransport.(*http.Transport).Clone()
+			t.TLSClientConfig = cfg.TLSConfig.Clone()
+			hc.Transport = t
+		}
 	}
 	authority := strings.TrimRight(strings.TrimSpace(cfg.AuthorityURL), "/")
 	if authority == "" {

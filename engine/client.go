@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ type ClientConfig struct {
 	// dialling a new one. The number of open connections is not capped: long
 	// polls must never wait for a connection. Default 256.
 	MaxIdleConnsPerHost int
+	// TLSConfig verifies an https engine with the dedicated HTTP client
+	// (ignored with HTTPClient). nil: the system's roots.
+	TLSConfig *tls.Config
 	// TokenSource yields the bearer token of every call. nil: the dummy token
 	// (development engines with anonymous root access only). When it
 	// implements TokenRefresher (ClientCredentials does), a 401 whose message
@@ -165,7 +169,7 @@ func NewClient(baseURL string, cfg ClientConfig) (*Client, error) {
 		obs:       cfg.Observer,
 	}
 	if c.hc == nil {
-		c.hc, c.ownHC = newHTTPClient(cfg.MaxIdleConnsPerHost), true
+		c.hc, c.ownHC = newHTTPClient(cfg.MaxIdleConnsPerHost, cfg.TLSConfig), true
 	}
 	if c.ts == nil {
 		c.ts = DummyTokenSource()
@@ -189,7 +193,7 @@ func NewClient(baseURL string, cfg ClientConfig) (*Client, error) {
 // DefaultMaxIdleConnsPerHost is the default of ClientConfig.MaxIdleConnsPerHost.
 const DefaultMaxIdleConnsPerHost = 256
 
-func newHTTPClient(idlePerHost int) *http.Client {
+func newHTTPClient(idlePerHost int, tc *tls.Config) *http.Client {
 	if idlePerHost == 0 {
 		idlePerHost = DefaultMaxIdleConnsPerHost
 	}
@@ -198,6 +202,9 @@ func newHTTPClient(idlePerHost int) *http.Client {
 	t.MaxIdleConnsPerHost = idlePerHost
 	t.IdleConnTimeout = 90 * time.Second
 	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	if tc != nil {
+		t.TLSClientConfig = tc.Clone()
+	}
 	return &http.Client{Transport: t}
 }
 

@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +71,8 @@ type SocketConfig struct {
 	// UserID is sent as the "userId" header, as the official client does.
 	// Default engine.DummyUserID.
 	UserID string
+	// TLSConfig verifies an https engine. nil: the system's roots.
+	TLSConfig *tls.Config
 }
 
 // SocketFeed receives the engine's notifications over Socket.IO, as the
@@ -186,6 +189,9 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 	opts.SetTransports(types.NewSet(socket.WebSocket, socket.Polling))
 	opts.SetTryAllTransports(true)
 	opts.SetExtraHeaders(http.Header{"Authorization": {tok.AccessToken}, "userId": {f.cfg.UserID}})
+	if f.cfg.TLSConfig != nil {
+		opts.SetTLSClientConfig(f.cfg.TLSConfig.Clone())
+	}
 	origin := f.base.Scheme + "://" + f.base.Host
 	mgr := socket.NewManager(origin, opts)
 	s := mgr.Socket(engine.SocketNamespace, opts)

@@ -30,6 +30,10 @@ import (
 // token waits, with backoff, while the authority (or the engine, asked for
 // it) does not answer; a refusal is an error.
 func engineClient(ctx context.Context, s *config.Settings, obs engine.CallObserver, rd *readiness, logger *slog.Logger) (*engine.Client, error) {
+	tc, err := s.EngineTLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	var ts oauth2.TokenSource
 	if s.ClientID != "" {
 		secret, err := s.ReadClientSecret()
@@ -42,6 +46,7 @@ func engineClient(ctx context.Context, s *config.Settings, obs engine.CallObserv
 			ClientID:     s.ClientID,
 			ClientSecret: secret,
 			Scopes:       s.Scopes.Values,
+			TLSConfig:    tc,
 		}
 		if ts, err = firstToken(ctx, cfg, rd, logger); err != nil {
 			return nil, err
@@ -56,6 +61,7 @@ func engineClient(ctx context.Context, s *config.Settings, obs engine.CallObserv
 		UserAgent:           "pe-bridge/" + buildVersion(),
 		Logger:              logger.With("component", "engine"),
 		MaxIdleConnsPerHost: idleConnsPerHost(s),
+		TLSConfig:           tc,
 		Observer:            obs,
 	})
 }
@@ -331,7 +337,11 @@ func newFeed(s *config.Settings, eng *engine.Client, logger *slog.Logger) (forwa
 	if s.EventsFeed == "poll" {
 		feed, err = forwarder.NewPollFeed(eng, forwarder.PollConfig{}, logger)
 	} else {
-		feed, err = forwarder.NewSocketFeed(s.EngineURL, eng.Tokens(), forwarder.SocketConfig{}, logger)
+		var tc *tls.Config
+		if tc, err = s.EngineTLSConfig(); err != nil {
+			return nil, err
+		}
+		feed, err = forwarder.NewSocketFeed(s.EngineURL, eng.Tokens(), forwarder.SocketConfig{TLSConfig: tc}, logger)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating the engine event feed: %w", err)

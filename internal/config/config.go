@@ -2,6 +2,8 @@ package config
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -117,6 +119,7 @@ type Settings struct {
 	ClientSecretFile string
 	AuthorityURL     string
 	Scopes           List
+	EngineTLSCA      string
 
 	// NATS client
 	NATSURL      string
@@ -243,6 +246,25 @@ func (s *Settings) RegisterEngine(fs *flag.FlagSet) {
 	fs.StringVar(&s.AuthorityURL, "authority-url", "", "OAuth authority URL; empty: asked from the engine (GET /atlas_engine/api/v1/authority)")
 	s.Scopes = List{Values: strings.Fields(DefaultScopes), spaces: true}
 	fs.Var(&s.Scopes, "scopes", "OAuth scopes to request, a space- or comma-separated `list` (default \""+DefaultScopes+"\")")
+	fs.StringVar(&s.EngineTLSCA, "engine-tls-ca", "", "PEM `file` of CA certificates that verify an https engine and authority (REST, token requests and Socket.IO); empty: the system's roots")
+}
+
+// EngineTLSConfig is the TLS configuration for the engine and the authority:
+// nil (the system's roots) without --engine-tls-ca, else a pool of its
+// certificates.
+func (s *Settings) EngineTLSConfig() (*tls.Config, error) {
+	if s.EngineTLSCA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(s.EngineTLSCA)
+	if err != nil {
+		return nil, flagErr("engine-tls-ca", "%v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, flagErr("engine-tls-ca", "%s holds no PEM certificate", s.EngineTLSCA)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // RegisterNATSClient adds the NATS connection and auth flags.
@@ -475,6 +497,9 @@ func (s *Settings) Validate() error {
 			if _, err := os.Stat(s.ClientSecretFile); err != nil {
 				add(flagErr("client-secret-file", "%v", err))
 			}
+		}
+		if _, err := s.EngineTLSConfig(); err != nil {
+			add(err)
 		}
 	}
 	if r["natsclient"] {
@@ -775,6 +800,7 @@ func (s *Settings) LogValue() slog.Value {
 		str("client_secret_file", s.ClientSecretFile)
 		str("authority_url", RedactURL(s.AuthorityURL))
 		str("scopes", s.Scopes.String())
+		str("engine_tls_ca", s.EngineTLSCA)
 	}
 	if r["natsclient"] {
 		urls := strings.Split(s.NATSURL, ",")
