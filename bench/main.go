@@ -81,6 +81,7 @@ type options struct {
 	nodeLogLevel string
 	lowRate      float64
 	bridgeEnv    []string
+	bridgeArgs   []string
 }
 
 func main() {
@@ -105,9 +106,11 @@ func main() {
 	flag.IntVar(&o.directFetch, "direct-fetchers", 4, "fetch loops of the direct worker for windows ≥ 40 (window/fetchers tasks each)")
 	flag.Float64Var(&o.lowRate, "low-rate", 200, "start rate of the low-load latency runs (cost 0, window 100; 0 skips)")
 	flag.StringVar(&o.nodeLogLevel, "node-log-level", "warn", "minLogLevel of the official worker's logger (its default, debug, logs twice per task)")
-	var bridgeEnv string
+	var bridgeEnv, bridgeArgs string
+	flag.StringVar(&bridgeArgs, "bridge-args", "", "extra arguments of `bridge run`, space-separated, after the harness's own (e.g. --http-addr= turns health and metrics off), for experiments")
 	flag.StringVar(&bridgeEnv, "bridge-env", "", "extra environment of the bridge process only, comma-separated KEY=VALUE (e.g. GOGC=200), for experiments")
 	flag.Parse()
+	o.bridgeArgs = strings.Fields(bridgeArgs)
 	if bridgeEnv != "" {
 		o.bridgeEnv = strings.Split(bridgeEnv, ",")
 	}
@@ -671,6 +674,7 @@ func (h *harness) startPathFull(ctx context.Context, emu *emuProc, path, tag str
 			args = append(args, h.bridge.pprofFlag, fmt.Sprintf("127.0.0.1:%d", pport))
 			pp.pprof = fmt.Sprintf("http://127.0.0.1:%d", pport)
 		}
+		args = append(args, h.o.bridgeArgs...)
 		b, err := startChild(h.logDir, tag+"-bridge", h.o.bridgeEnv, h.bins["bridge"], args...)
 		if err != nil {
 			return nil, err
