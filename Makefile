@@ -10,7 +10,8 @@ BENCHSTAT   := GOWORK=off $(GO) run -modfile=tools/go.mod golang.org/x/perf/cmd/
 MODULES   := $(patsubst $(CURDIR)/%,./%,$(patsubst $(CURDIR),.,$(shell $(GO) list -m -f '{{.Dir}}')))
 PKGS      := $(addsuffix /...,$(MODULES))
 FUZZTIME  ?= 20s
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The bridge's own tags are vX.Y.Z; the modules' tags (events/vX.Y.Z, handlers-sdk/vX.Y.Z) are not its version.
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' --always --dirty 2>/dev/null || echo dev)
 # The nats CLI the micro-stats test drives (bridge/service); it fails, never skips, without it.
 NATS_CLI_VERSION := v0.5.0
 NATS_CLI  ?= $(shell $(GO) env GOPATH)/bin/nats
