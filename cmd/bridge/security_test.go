@@ -26,9 +26,17 @@ const secureConf = "../../deploy/nats/secure.conf"
 
 // role is one identity of deploy/nats/secure.conf.
 type role struct {
-	name string
-	opts []nats.Option // how it authenticates
+	name  string
+	opts  []nats.Option // how it authenticates
+	inbox string        // the inbox prefix of a client, set on every connection (open servers too)
 }
+
+// The clients' own inbox prefixes: secure.conf lets each subscribe to
+// <prefix>.> only.
+const (
+	starterInbox  = "_INBOX_pe-starter"
+	tasklistInbox = "_INBOX_pe-tasklist"
+)
 
 // secureEnv generates the credentials secure.conf reads from the
 // environment: passwords for the users, nkeys for the handlers. env is
@@ -67,8 +75,8 @@ func newSecureEnv(t *testing.T) *secureEnv {
 	e.sample, samplePub = nkeyRole("handler SampleExternalTask (nkey)")
 	e.credit, creditPub = nkeyRole("handler CheckCredit (nkey)")
 	starterPass, tasklistPass := "starter-pw-"+rand8(t), "tasklist-pw-"+rand8(t)
-	e.starter = role{name: "client pe-starter", opts: []nats.Option{nats.UserInfo("pe-starter", starterPass)}}
-	e.tasklist = role{name: "client pe-tasklist", opts: []nats.Option{nats.UserInfo("pe-tasklist", tasklistPass)}}
+	e.starter = role{name: "client pe-starter", opts: []nats.Option{nats.UserInfo("pe-starter", starterPass)}, inbox: starterInbox}
+	e.tasklist = role{name: "client pe-tasklist", opts: []nats.Option{nats.UserInfo("pe-tasklist", tasklistPass)}, inbox: tasklistInbox}
 	e.anonymous = role{name: "anonymous"}
 	e.bridgeUser = role{name: "pe-bridge", opts: []nats.Option{nats.UserInfo("pe-bridge", e.bridgePass)}}
 	e.all = []role{e.sample, e.credit, e.starter, e.tasklist}
@@ -120,9 +128,9 @@ func startAttackEnv(t *testing.T, secure bool) *attackEnv {
 	return a
 }
 
-// conn connects as r (in the open setup every role is anonymous). The
-// returned channel receives the connection's async errors (permission
-// violations).
+// conn connects as r (in the open setup every role is anonymous, with r's
+// inbox prefix). The returned channel receives the connection's async
+// errors (permission violations).
 func (a *attackEnv) conn(r role) (*nats.Conn, <-chan error) {
 	a.t.Helper()
 	errs := make(chan error, 64)
@@ -134,6 +142,9 @@ func (a *attackEnv) conn(r role) (*nats.Conn, <-chan error) {
 	})}
 	if a.secure {
 		opts = append(opts, r.opts...)
+	}
+	if r.inbox != "" {
+		opts = append(opts, nats.CustomInboxPrefix(r.inbox))
 	}
 	nc, err := nats.Connect(a.url, opts...)
 	if err != nil {
@@ -199,6 +210,23 @@ func permissionError(t *testing.T, who string, errs <-chan error) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s: no permissions violation reported", who)
+	}
+}
+
+// permissionErrorFor waits for a permission violation on errs whose text
+// contains want (e.g. `Publish to "pe.usertask.list"`), skipping others.
+func permissionErrorFor(t *testing.T, who string, errs <-chan error, want string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case err := <-errs:
+			if strings.Contains(err.Error(), want) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("%s: no permissions violation with %s reported", who, want)
+		}
 	}
 }
 
@@ -386,7 +414,7 @@ func TestAttackClientWithoutPermission(t *testing.T) {
 				}
 				// The server refuses the publish (the permission error says
 				// so), so the request never reaches the bridge: no reply can come.
-				inbox := nats.NewInbox()
+				inbox := nc.NewInbox() // the client's own prefix (handlers may subscribe to no inbox at all)
 				sub, err := nc.SubscribeSync(inbox)
 				if err != nil {
 					t.Fatal(err)
@@ -394,7 +422,7 @@ func TestAttackClientWithoutPermission(t *testing.T) {
 				if err := nc.PublishRequest(c.subject, inbox, []byte(`{}`)); err != nil {
 					t.Fatal(err)
 				}
-				permissionError(t, c.who.name+" requesting "+c.subject, errs)
+				permissionErrorFor(t, c.who.name+" requesting "+c.subject, errs, fmt.Sprintf("Publish to %q", c.subject))
 				if err := nc.Flush(); err != nil {
 					t.Fatal(err)
 				}
@@ -443,6 +471,82 @@ func TestAttackClientWithoutPermission(t *testing.T) {
 				if _, err := nc.Request("$SRV.INFO."+events.ServiceName, nil, 10*time.Second); err != nil {
 					t.Fatalf("pe-starter asking $SRV.INFO: %v", err)
 				}
+			}
+		})
+	}
+}
+
+// TestAttackClientReadsOtherReplies: a client subscribing to "_INBOX.>"
+// (nats.go's default inbox prefix) and to another client's inbox prefix
+// reads that client's replies on an open server, as it did when
+// secure.conf gave every client "_INBOX.>". With secure.conf each client
+// may subscribe to its own prefix only: pe-starter's snooping subscriptions
+// are refused and it reads none of pe-tasklist's replies, while both
+// clients' own requests are answered. A client that keeps the default
+// prefix gets no reply at all (its inbox subscription is refused).
+func TestAttackClientReadsOtherReplies(t *testing.T) {
+	const n = 50
+	for _, secure := range []bool{false, true} {
+		t.Run(fmt.Sprintf("secure=%v", secure), func(t *testing.T) {
+			a := startAttackEnv(t, secure)
+			snoop, errs := a.conn(a.roles.starter)
+			// Channel subscriptions: the connection's reader queues each message
+			// before it reads the next, so len(snooped) is exact once a later
+			// reply on the same connection has arrived.
+			snooped := make(chan *nats.Msg, 4*n)
+			for _, subj := range []string{"_INBOX.>", tasklistInbox + ".>"} {
+				if _, err := snoop.ChanSubscribe(subj, snooped); err != nil {
+					t.Fatal(err)
+				}
+				if err := snoop.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				if secure {
+					permissionErrorFor(t, "pe-starter subscribing to "+subj, errs, fmt.Sprintf("Subscription to %q", subj))
+				}
+			}
+			victim, _ := a.conn(a.roles.tasklist)
+			for i := range n {
+				msg, err := victim.Request(events.SubjectUserTaskList, []byte(`{}`), 10*time.Second)
+				if err != nil || msg.Header.Get("Nats-Service-Error-Code") != "" {
+					t.Fatalf("pe-tasklist request %d: %v %v", i, err, msg)
+				}
+				if !strings.HasPrefix(msg.Subject, tasklistInbox+".") {
+					t.Fatalf("pe-tasklist reply on %s, want its prefix %s", msg.Subject, tasklistInbox)
+				}
+			}
+			// The snooper's own request works, and its reply, sent after every
+			// reply to the victim, arrives after any copy the snooper got.
+			msg, err := snoop.Request(events.SubjectProcessStart, []byte(`{"processModelId":"hello_world"}`), 10*time.Second)
+			if err != nil || !strings.Contains(string(msg.Data), "processInstanceId") {
+				t.Fatalf("pe-starter's own start: %v %v", err, msg)
+			}
+			got := len(snooped)
+			t.Logf("secure=%v: pe-starter read %d of %d replies to pe-tasklist", secure, got, n)
+			if secure && got != 0 {
+				t.Fatalf("pe-starter read %d of %d replies to pe-tasklist", got, n)
+			}
+			if !secure && got != n {
+				t.Fatalf("open server: pe-starter read %d of %d (the attack this model stops should work here)", got, n)
+			}
+			if secure {
+				// The default prefix is refused too: pe-starter without its
+				// prefix gets no reply, though its start runs (the publish is
+				// allowed).
+				before := a.emu.Stats().InstancesStarted
+				def, errs := a.conn(role{name: "pe-starter, default inbox", opts: a.roles.starter.opts})
+				if _, err := def.Request(events.SubjectProcessStart, []byte(`{"processModelId":"hello_world"}`), 2*time.Second); err == nil {
+					t.Fatal("pe-starter with the default inbox prefix got a reply")
+				} else {
+					t.Logf("pe-starter with the default inbox prefix: %v", err)
+				}
+				permissionErrorFor(t, "pe-starter on _INBOX", errs, `Subscription to "_INBOX.`)
+				eventually(t, 10*time.Second, func() error {
+					if got := a.emu.Stats().InstancesStarted; got != before+1 {
+						return fmt.Errorf("%d instances started by the refused-inbox request, want 1", got-before)
+					}
+					return nil
+				})
 			}
 		})
 	}
