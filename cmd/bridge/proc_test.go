@@ -216,6 +216,14 @@ func freeAddr(t *testing.T) string {
 // testEngine is an in-test engine emulator with the sample models.
 func testEngine(t *testing.T, cfg emulator.Config) (*emulator.Emulator, string) {
 	t.Helper()
+	emu, srv := serveEngine(t, cfg, httptest.NewServer)
+	return emu, srv.URL
+}
+
+// serveEngine serves an emulator with the example models on a server made
+// by newServer (httptest.NewServer or httptest.NewTLSServer).
+func serveEngine(t *testing.T, cfg emulator.Config, newServer func(http.Handler) *httptest.Server) (*emulator.Emulator, *httptest.Server) {
+	t.Helper()
 	emu, err := emulator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -223,12 +231,12 @@ func testEngine(t *testing.T, cfg emulator.Config) (*emulator.Emulator, string) 
 	if _, err := emu.LoadFS(models.FS); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(emu)
+	srv := newServer(emu)
 	t.Cleanup(func() {
 		emu.Close()
 		srv.Close()
 	})
-	return emu, srv.URL
+	return emu, srv
 }
 
 func testNATS(t *testing.T) *natsserver.Server {

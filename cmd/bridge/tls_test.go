@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
-	"github.com/pe-bridge/pe-bridge/examples/models"
 )
 
 // An https engine whose certificate only --engine-tls-ca can verify: with
@@ -23,18 +22,7 @@ import (
 // certificate problem; a file that holds no certificate exits 2 naming the
 // flag.
 func TestRunEngineOverTLS(t *testing.T) {
-	emu, err := emulator.New(emulator.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := emu.LoadFS(models.FS); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewTLSServer(emu)
-	t.Cleanup(func() {
-		emu.Close()
-		srv.Close()
-	})
+	_, srv := serveEngine(t, emulator.Config{}, httptest.NewTLSServer)
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
