@@ -90,4 +90,3 @@ func TestScenarioStalledTaskCalls(t *testing.T) {
 		t.Errorf("stalled run took %s, more than 3x %s", faulted, clean)
 	}
 }
-
