@@ -20,6 +20,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/events"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 // *engine.Client is what cmd/bridge hands to NewPump.
@@ -81,7 +82,7 @@ type compEnv struct {
 	ns   *server.Server
 	port int
 	nc   *nats.Conn
-	logs *lockedBuffer
+	logs *testutil.Buffer
 }
 
 func newCompEnv(t testing.TB, models ...[]byte) *compEnv {
@@ -105,7 +106,7 @@ func newCompEnv(t testing.TB, models ...[]byte) *compEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = eng.Close() })
-	e := &compEnv{t: t, emu: emu, eng: eng, logs: &lockedBuffer{}}
+	e := &compEnv{t: t, emu: emu, eng: eng, logs: &testutil.Buffer{}}
 	e.startNATS(-1)
 	e.nc = e.connect("bridge")
 	return e
@@ -251,13 +252,7 @@ func settled(t testing.TB, p *Pump) PumpStats {
 
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition
-	}
+	testutil.Until(t, timeout, what, cond)
 }
 
 func respond(t testing.TB, m *nats.Msg, body string) {

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -19,32 +17,15 @@ import (
 
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/events"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
-
-// lockedBuffer collects log output of concurrent goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type harness struct {
 	t      *testing.T
 	eng    *fakeEngine
 	bus    *fakeBus
 	p      *Pump
-	logs   *lockedBuffer
+	logs   *testutil.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -69,7 +50,7 @@ func unitConfig() Config {
 // startPump runs a pump over fakes; call it inside a synctest bubble.
 func startPump(t *testing.T, cfg Config, eng *fakeEngine, bus *fakeBus) *harness {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := newPump(eng, bus, cfg, logger)
 	if err != nil {
@@ -84,7 +65,7 @@ func startPump(t *testing.T, cfg Config, eng *fakeEngine, bus *fakeBus) *harness
 func startPumpWith(t *testing.T, p *Pump, eng *fakeEngine, bus *fakeBus) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, eng: eng, bus: bus, p: p, logs: &lockedBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	h := &harness{t: t, eng: eng, bus: bus, p: p, logs: &testutil.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- p.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/authority"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 const testBPMN = `<?xml version="1.0" encoding="UTF-8"?>
@@ -489,24 +489,6 @@ func TestEmulatorFaults(t *testing.T) {
 	}
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fakeClock struct {
 	off atomic.Int64
 }
@@ -514,11 +496,11 @@ type fakeClock struct {
 func (c *fakeClock) Now() time.Time      { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *fakeClock) Add(d time.Duration) { c.off.Add(int64(d)) }
 
-func newOAuthEnv(t *testing.T, clientID, secret string, scopes []string) (*env, *authority.Authority, *countingHandler, *fakeClock, *syncBuffer, error) {
+func newOAuthEnv(t *testing.T, clientID, secret string, scopes []string) (*env, *authority.Authority, *countingHandler, *fakeClock, *testutil.Buffer, error) {
 	t.Helper()
 	clk := &fakeClock{}
 	a, asrv, counter := startAuthority(t, authority.Config{Now: clk.Now})
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	emu, err := emulator.New(emulator.Config{Verify: a.Verify, AuthorityURL: asrv.URL + "/", Logger: log})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/events"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 var allSubjects = []string{
@@ -395,7 +396,7 @@ type tokenKey struct{}
 
 func TestUserTokenForwardedNotLogged(t *testing.T) {
 	nc := runNATS(t)
-	var logs syncBuffer
+	var logs testutil.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	seen := make(chan string, 4)
 	eng := &fakeEngine{

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/examples/models"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 type harness struct {
@@ -158,16 +159,10 @@ func (h *harness) instance(id string) engine.ProcessInstance {
 	return pi
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually waits up to 5 s for cond (testutil.Until).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Until(t, 5*time.Second, what, cond)
 }
 
 func jsonEq(t *testing.T, got json.RawMessage, want string) {

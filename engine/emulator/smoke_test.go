@@ -1,13 +1,12 @@
 package emulator
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/pe-bridge/pe-bridge/engine"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 func TestHelloWorldSmoke(t *testing.T) {
@@ -28,7 +27,7 @@ func TestHelloWorldSmoke(t *testing.T) {
 }
 
 func TestDebugLogging(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.Buffer
 	h := newHarness(t, Config{Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	h.start("hello_world", nil, 1)
 	tk := h.fetchOne("w", "SampleExternalTask")
@@ -42,21 +41,4 @@ func TestDebugLogging(t *testing.T) {
 	if strings.Contains(out, engine.DummyToken) {
 		t.Fatal("token in logs")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/events"
 	"github.com/pe-bridge/pe-bridge/examples/models"
 	"github.com/pe-bridge/pe-bridge/internal/natsserver"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 const stream = "PE_EVENTS"
@@ -28,8 +29,9 @@ const stream = "PE_EVENTS"
 // the engine emulator with the example models, an embedded nats-server with
 // JetStream, the request/reply service and the event forwarder (Socket.IO
 // feed, JetStream publisher, the stream).
-func devSetup(t *testing.T) (natsURL string, nc *nats.Conn, eng *engine.Client) {
+func devSetup(t *testing.T, logs *testutil.Buffer) (natsURL string, nc *nats.Conn, eng *engine.Client) {
 	t.Helper()
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	emu, err := emulator.New(emulator.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -62,19 +64,19 @@ func devSetup(t *testing.T) (natsURL string, nc *nats.Conn, eng *engine.Client) 
 	if _, err := forwarder.EnsureStream(context.Background(), js, forwarder.StreamConfig{Name: stream}); err != nil {
 		t.Fatal(err)
 	}
-	svc, err := service.New(nc, eng, service.Config{}, nil)
+	svc, err := service.New(nc, eng, service.Config{}, logger.With("component", "service"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	feed, err := forwarder.NewSocketFeed(srv.URL, eng.Tokens(), forwarder.SocketConfig{}, nil)
+	feed, err := forwarder.NewSocketFeed(srv.URL, eng.Tokens(), forwarder.SocketConfig{}, logger.With("component", "feed"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := forwarder.NewPublisher(nc, true, nil)
+	pub, err := forwarder.NewPublisher(nc, true, logger.With("component", "publisher"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fwd, err := forwarder.New(feed, pub, forwarder.Config{}, nil)
+	fwd, err := forwarder.New(feed, pub, forwarder.Config{}, logger.With("component", "forwarder"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +109,8 @@ func devSetup(t *testing.T) (natsURL string, nc *nats.Conn, eng *engine.Client) 
 // amount; a duplicate of an event (same ce-id) is handled once; an event it
 // cannot handle ends in the poison queue after the retries.
 func TestConsumerFinishesUserTasks(t *testing.T) {
-	natsURL, nc, eng := devSetup(t)
+	logs := &testutil.Buffer{}
+	natsURL, nc, eng := devSetup(t, logs)
 
 	finishes := make(chan *nats.Msg, 64) // every pe.usertask.finish request the consumer sends
 	fsub, err := nc.ChanSubscribe(events.SubjectUserTaskFinish, finishes)
@@ -133,7 +136,7 @@ func TestConsumerFinishesUserTasks(t *testing.T) {
 	go func() {
 		done <- Run(ctx, Config{NATSURL: natsURL, Stream: stream, Durable: "events-consumer", ApproveUpTo: 10000,
 			PoisonSubject: "events-consumer.poison", Retries: 2, RetryInterval: 10 * time.Millisecond, DedupWindow: time.Minute,
-			Logger: slog.New(slog.DiscardHandler)})
+			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("component", "consumer")})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -151,6 +154,9 @@ func TestConsumerFinishesUserTasks(t *testing.T) {
 		}
 		want[res.ProcessInstanceID] = amount <= 10000
 	}
+	// One deadline for all three (a loaded CI machine runs every package at
+	// once); the logs of every part say where an event stopped.
+	deadline := time.After(60 * time.Second)
 	for len(want) > 0 {
 		select {
 		case m := <-finished:
@@ -166,8 +172,8 @@ func TestConsumerFinishesUserTasks(t *testing.T) {
 				t.Fatalf("instance %s: result %s, want approved=%v", pi, m.Data, approved)
 			}
 			delete(want, pi)
-		case <-time.After(15 * time.Second):
-			t.Fatalf("user tasks not finished by the consumer: %v", want)
+		case <-deadline:
+			t.Fatalf("user tasks not finished by the consumer within 60s: %v\nlogs:\n%s", want, logs)
 		}
 	}
 	countFinishes := func() map[string]int {

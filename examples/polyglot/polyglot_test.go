@@ -187,15 +187,10 @@ func waitOutput(t *testing.T, p *proc, want string, n int, d time.Duration) {
 	})
 }
 
-// waitFor polls cond until it holds or d passes (testutil.Eventually).
+// waitFor waits up to d for cond (testutil.Until).
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	testutil.Eventually(t, d, func() error {
-		if cond() {
-			return nil
-		}
-		return fmt.Errorf("waiting for %s", what)
-	})
+	testutil.Until(t, d, what, cond)
 }
 
 // startBridgeDev runs `bridge dev` on free loopback ports and returns a

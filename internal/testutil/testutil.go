@@ -3,7 +3,10 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -28,4 +31,35 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// Until is Eventually for a condition without a reason: it fails the test
+// with "waiting for <what>" when cond does not hold within timeout.
+func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	Eventually(t, timeout, func() error {
+		if cond() {
+			return nil
+		}
+		return fmt.Errorf("waiting for %s", what)
+	})
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers (a log sink of
+// several goroutines) and readers. It is the module's one such buffer.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
