@@ -55,8 +55,9 @@ type Config struct {
 	// held without an event; then it answers 204 No Content. Zero: 60s.
 	NotificationTimeout time.Duration
 	// SocketPingInterval is the Engine.IO ping interval of the Socket.IO
-	// notifications (the ping timeout is the same, at least 200ms). Zero:
-	// the library's 25s ping interval and 20s timeout.
+	// notifications; the ping timeout stays at 5s, so a short interval in a
+	// test on a loaded machine does not end connections. Zero: the
+	// library's 25s ping interval and 20s timeout.
 	SocketPingInterval time.Duration
 	// MaxLongPoll caps the longPollingTimeout of fetch_and_lock. Zero: 5 min.
 	MaxLongPoll time.Duration

@@ -55,7 +55,7 @@ func (e *Emulator) newSockets() *sockets {
 	opts.SetServeClient(false)
 	if e.cfg.SocketPingInterval > 0 {
 		opts.SetPingInterval(e.cfg.SocketPingInterval)
-		opts.SetPingTimeout(max(e.cfg.SocketPingInterval, 200*time.Millisecond))
+		opts.SetPingTimeout(5 * time.Second)
 	}
 	s := &sockets{srv: socket.NewServer(nil, opts), done: make(chan struct{}), conns: map[*socket.Socket]bool{}}
 	s.cond = sync.NewCond(&s.mu)
