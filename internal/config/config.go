@@ -120,6 +120,8 @@ type Settings struct {
 	AuthorityURL     string
 	Scopes           List
 	EngineTLSCA      string
+	engineTLS        *tls.Config // parsed EngineTLSCA (of file engineTLSFrom)
+	engineTLSFrom    string
 
 	// NATS client
 	NATSURL      string
@@ -256,6 +258,9 @@ func (s *Settings) EngineTLSConfig() (*tls.Config, error) {
 	if s.EngineTLSCA == "" {
 		return nil, nil
 	}
+	if s.engineTLS != nil && s.engineTLSFrom == s.EngineTLSCA {
+		return s.engineTLS, nil // read once: validation, the engine client and the feed share it
+	}
 	pem, err := os.ReadFile(s.EngineTLSCA)
 	if err != nil {
 		return nil, flagErr("engine-tls-ca", "%v", err)
@@ -264,7 +269,8 @@ func (s *Settings) EngineTLSConfig() (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, flagErr("engine-tls-ca", "%s holds no PEM certificate", s.EngineTLSCA)
 	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+	s.engineTLS, s.engineTLSFrom = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, s.EngineTLSCA
+	return s.engineTLS, nil
 }
 
 // RegisterNATSClient adds the NATS connection and auth flags.
