@@ -569,18 +569,8 @@ func TestOnDeployTriggers(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no OnDeploy for the feed's connect")
 	}
-	const xml = `<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="Definitions_late" targetNamespace="http://bpmn.io/schema/bpmn">
-  <bpmn:process id="late" isExecutable="true">
-    <bpmn:startEvent id="S"><bpmn:outgoing>F1</bpmn:outgoing></bpmn:startEvent>
-    <bpmn:sequenceFlow id="F1" sourceRef="S" targetRef="T" />
-    <bpmn:serviceTask id="T" camunda:type="external" camunda:topic="LateTopic"><bpmn:incoming>F1</bpmn:incoming><bpmn:outgoing>F2</bpmn:outgoing></bpmn:serviceTask>
-    <bpmn:sequenceFlow id="F2" sourceRef="T" targetRef="E" />
-    <bpmn:endEvent id="E"><bpmn:incoming>F2</bpmn:incoming></bpmn:endEvent>
-  </bpmn:process>
-</bpmn:definitions>`
 	start := time.Now()
-	if err := eng.client.Deploy(context.Background(), engine.DeployRequest{XML: []string{xml}, OverwriteExisting: true}); err != nil {
+	if err := eng.client.Deploy(context.Background(), engine.DeployRequest{XML: []string{models.Late}, OverwriteExisting: true}); err != nil {
 		t.Fatal(err)
 	}
 	select {

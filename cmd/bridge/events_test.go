@@ -14,6 +14,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
 	"github.com/pe-bridge/pe-bridge/events"
+	"github.com/pe-bridge/pe-bridge/examples/models"
 )
 
 // Two `bridge run` replicas with --events-stream and --events-lease: the
@@ -127,18 +128,23 @@ func TestRunEventsStreamAndLease(t *testing.T) {
 	}
 }
 
-const lateModel = `<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="Definitions_late" targetNamespace="http://bpmn.io/schema/bpmn">
-  <bpmn:process id="late" isExecutable="true">
-    <bpmn:startEvent id="S"><bpmn:outgoing>F1</bpmn:outgoing></bpmn:startEvent>
-    <bpmn:sequenceFlow id="F1" sourceRef="S" targetRef="T" />
-    <bpmn:serviceTask id="T" camunda:type="external" camunda:topic="LateTopic"><bpmn:incoming>F1</bpmn:incoming><bpmn:outgoing>F2</bpmn:outgoing></bpmn:serviceTask>
-    <bpmn:sequenceFlow id="F2" sourceRef="T" targetRef="E" />
-    <bpmn:endEvent id="E"><bpmn:incoming>F2</bpmn:incoming></bpmn:endEvent>
-  </bpmn:process>
-</bpmn:definitions>`
+// lateTasks answers every task of topic LateTopic (models.Late) on nc and
+// reports when each arrived.
+func lateTasks(t *testing.T, nc *nats.Conn) <-chan time.Time {
+	t.Helper()
+	tasks := make(chan time.Time, 4)
+	sub, err := nc.Subscribe("pe.task.LateTopic", func(m *nats.Msg) {
+		tasks <- time.Now()
+		_ = m.Respond([]byte(`{}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return tasks
+}
 
-// deployLateModel deploys lateModel, starts it and wants its first task on
+// deployLateModel deploys models.Late, starts it and wants its first task on
 // tasks (the time a handler received it) within 2 s of the deployment; it
 // returns the started instance's id.
 func deployLateModel(t *testing.T, emu *emulator.Emulator, tasks <-chan time.Time) string {
@@ -146,7 +152,7 @@ func deployLateModel(t *testing.T, emu *emulator.Emulator, tasks <-chan time.Tim
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	deployed := time.Now()
-	if _, err := emu.Deploy([]byte(lateModel)); err != nil {
+	if _, err := emu.Deploy([]byte(models.Late)); err != nil {
 		t.Fatal(err)
 	}
 	res, err := emu.Start(ctx, engine.ProcessStartRequest{ProcessModelID: "late"})
@@ -173,15 +179,7 @@ func TestRunDeployedModelServedWithin2s(t *testing.T) {
 	emu, engineURL := testEngine(t, emulator.Config{})
 	ns := testNATS(t)
 	nc := connect(t, ns.ClientURL())
-	tasks := make(chan time.Time, 4)
-	sub, err := nc.Subscribe("pe.task.LateTopic", func(m *nats.Msg) {
-		tasks <- time.Now()
-		_ = m.Respond([]byte(`{}`))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	tasks := lateTasks(t, nc)
 	p := startBridge(t, nil, "run", "--engine-url", engineURL, "--nats-url", ns.ClientURL(), "--topic-refresh", "1h", "--long-poll-timeout", "1s")
 	p.waitLine("bridge ready", 20*time.Second) // ready: the event feed is connected too
 	deployLateModel(t, emu, tasks)
@@ -198,15 +196,7 @@ func TestRunNoEventsDeployedModelServedWithin2s(t *testing.T) {
 	emu, engineURL := testEngine(t, emulator.Config{})
 	ns := testNATS(t)
 	nc := connect(t, ns.ClientURL())
-	tasks := make(chan time.Time, 4)
-	sub, err := nc.Subscribe("pe.task.LateTopic", func(m *nats.Msg) {
-		tasks <- time.Now()
-		_ = m.Respond([]byte(`{}`))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	tasks := lateTasks(t, nc)
 	evs := make(chan *nats.Msg, 64)
 	esub, err := nc.ChanSubscribe(events.EventPrefix+">", evs)
 	if err != nil {
