@@ -474,7 +474,7 @@ func TestPollIdleThenEvents(t *testing.T) {
 	eng := newEngine(t, emulator.Config{NotificationTimeout: 10 * time.Millisecond})
 	_, nc := startNATS(t)
 	in := subscribe(t, nc)
-	logs := &levelLog{}
+	logs := newLevelLog(t)
 	_, obs, _ := runForwarder(t, eng, nc, fwdOpts{poll: true, logger: slog.New(logs), cfg: forwarder.Config{Events: []string{"process_started", "process_ended"}}})
 	if r := in.gap(t); r != forwarder.GapStart {
 		t.Fatalf("gap %q", r)
@@ -531,6 +531,27 @@ func (in *inbox) has(t testing.TB, name, pi string) bool {
 type levelLog struct {
 	mu   sync.Mutex
 	recs []slog.Record
+}
+
+// newLevelLog records what is logged and prints it when the test failed.
+func newLevelLog(t testing.TB) *levelLog {
+	h := &levelLog{}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, r := range h.recs {
+			var b strings.Builder
+			r.Attrs(func(a slog.Attr) bool {
+				fmt.Fprintf(&b, " %s=%v", a.Key, a.Value.Resolve())
+				return true
+			})
+			t.Logf("log: %s %s %s%s", r.Time.Format("15:04:05.000"), r.Level, r.Message, b.String())
+		}
+	})
+	return h
 }
 
 func (h *levelLog) Enabled(context.Context, slog.Level) bool { return true }
@@ -744,7 +765,7 @@ func TestEventAboveMaxPayload(t *testing.T) {
 	nc := connect(t, ns.ClientURL())
 	eng := newEngine(t, emulator.Config{})
 	in := subscribe(t, nc)
-	logs := &levelLog{}
+	logs := newLevelLog(t)
 	_, obs, _ := runForwarder(t, eng, nc, fwdOpts{logger: slog.New(logs), cfg: forwarder.Config{Events: []string{"process_started"}}})
 	in.gap(t)
 
@@ -782,7 +803,7 @@ func TestEventAboveMaxPayload(t *testing.T) {
 			}
 			return true
 		})
-		if strings.Contains(r.Message, "retrying") {
+		if strings.Contains(r.Message, "publishing event, retrying") {
 			t.Errorf("an oversized event was retried: %s %s", r.Message, errText)
 		}
 		if r.Level >= slog.LevelWarn {
@@ -813,7 +834,7 @@ func TestSocketRefusedSaysWhy(t *testing.T) {
 	}
 	url := "http://" + ln.Addr().String()
 	_ = ln.Close() // nothing listens there now: every connection is refused
-	logs := &levelLog{}
+	logs := newLevelLog(t)
 	feed, err := forwarder.NewSocketFeed(url, engine.DummyTokenSource(), forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, ConnectTimeout: 2 * time.Second}, slog.New(logs))
 	if err != nil {
 		t.Fatal(err)

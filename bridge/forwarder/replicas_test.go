@@ -321,7 +321,7 @@ func TestJetStreamGrants(t *testing.T) {
 		t.Fatalf("stream without $JS.API.>: %v", err)
 	}
 
-	logs := &levelLog{}
+	logs := newLevelLog(t)
 	lc.Key, lc.Holder = "k2", "nokv"
 	l2, err := forwarder.NewLease(ctx, jsOf("nokv"), lc, slog.New(logs))
 	if err != nil {

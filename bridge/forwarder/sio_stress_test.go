@@ -15,6 +15,7 @@ import (
 	"github.com/pe-bridge/pe-bridge/bridge/forwarder"
 	"github.com/pe-bridge/pe-bridge/engine"
 	"github.com/pe-bridge/pe-bridge/engine/emulator"
+	"github.com/pe-bridge/pe-bridge/internal/testutil"
 )
 
 // BenchmarkSocketConnect connects a SocketFeed to the emulator b.N times,
@@ -121,4 +122,91 @@ func (c *attemptCounts) Handle(_ context.Context, r slog.Record) error {
 		})
 	}
 	return nil
+}
+
+// TestSocketFeedConnectsOnce starts rounds of feeds at the same time (the
+// contention makes the Socket.IO client's open races of socketio.go show)
+// and checks each got one namespace socket on the engine (race 3: two, and
+// every event twice), each event exactly once, and no reconnect after its
+// ConnectTimeout (race 2: the library's timer closed the connection then).
+func TestSocketFeedConnectsOnce(t *testing.T) {
+	const rounds, feeds = 6, 30
+	const connectTimeout = 300 * time.Millisecond
+	eng := newEngine(t, emulator.Config{})
+	for round := range rounds {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		sinks := make([]*onceSink, feeds)
+		for i := range sinks {
+			sinks[i] = &onceSink{}
+			f, err := forwarder.NewSocketFeed(eng.url, engine.DummyTokenSource(),
+				forwarder.SocketConfig{MinBackoff: 10 * time.Millisecond, ConnectTimeout: connectTimeout}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = f.Run(ctx, []string{"process_started"}, sinks[i]) }()
+		}
+		testutil.Until(t, 10*time.Second, "every feed connected", func() bool {
+			for _, s := range sinks {
+				if s.connects.Load() == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		testutil.Until(t, 5*time.Second, "one engine socket per feed", func() bool { return eng.emu.SocketClients() == feeds })
+		pi, err := eng.client.StartProcess(context.Background(), engine.ProcessStartRequest{ProcessModelID: "direct"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.Until(t, 5*time.Second, "the event at every feed", func() bool {
+			for _, s := range sinks {
+				if s.count(pi.ProcessInstanceID) == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		// Race 2 shows only once ConnectTimeout has passed: nothing may
+		// happen to the connections in that time.
+		time.Sleep(2 * connectTimeout)
+		for i, s := range sinks {
+			if c, n := s.connects.Load(), s.count(pi.ProcessInstanceID); c != 1 || n != 1 {
+				t.Errorf("round %d feed %d: connected %d times, got the event %d times; want 1 and 1", round, i, c, n)
+			}
+		}
+		if n := eng.emu.SocketClients(); n != feeds {
+			t.Errorf("round %d: %d engine sockets for %d feeds", round, n, feeds)
+		}
+		cancel()
+		wg.Wait()
+		testutil.Until(t, 5*time.Second, "the engine sockets closed", func() bool { return eng.emu.SocketClients() == 0 })
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// onceSink counts connects and process_started events by instance.
+type onceSink struct {
+	connects atomic.Int64
+	mu       sync.Mutex
+	seen     map[string]int
+}
+
+func (s *onceSink) Connected(bool) { s.connects.Add(1) }
+func (s *onceSink) Event(_ string, m engine.EventMessage, _ json.RawMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen = map[string]int{}
+	}
+	s.seen[m.ProcessInstanceID]++
+}
+
+func (s *onceSink) count(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[id]
 }

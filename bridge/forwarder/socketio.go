@@ -29,21 +29,34 @@ const (
 	DefaultConnectTimeout = 5 * time.Second
 )
 
-// Workaround for a race in the Socket.IO client (github.com/zishang520/
-// socket.io/clients/socket/v3 v3.0.6, manager.go:285-291, Manager.Open):
-// engine.NewSocket opens the transport before it returns (for WebSocket it
-// dials synchronously and starts the reader goroutine, websocket.go:123,203),
-// and only then does Open subscribe to the engine socket's "open" event.
-// When the reader goroutine gets the server's Engine.IO open packet and
-// emits "open" (socket-without-upgrade.go:405-407, EventEmitter.Emit is
-// synchronous and drops events nobody listens to) before that subscription,
-// the manager never learns the engine is open, never subscribes to its
-// data, and the namespace CONNECT is never sent: the attempt hangs until a
-// timeout. Under CPU load this hit about 1 connect in 100.
+// Workarounds for three races in the Socket.IO client (github.com/zishang520/
+// socket.io/clients/socket/v3 v3.0.6) when the Engine.IO "open" arrives
+// fast. Manager.Open (manager.go:285-331) calls engine.NewSocket, which
+// opens the transport before it returns (for WebSocket it dials
+// synchronously and starts the reader goroutine, websocket.go:123,203), and
+// only then subscribes to the engine socket's "open" and arms its connect
+// timer. EventEmitter.Emit is synchronous and drops events nobody listens
+// to. So, when the reader goroutine handles the server's open packet:
 //
-// session detects it (the engine socket is open but the manager has not
-// emitted "open" for openLostGrace) and gives up the attempt with
-// errOpenLost; Run retries at once, up to maxOpenLost times in a row.
+//  1. before the "open" subscription: the manager never learns the engine
+//     is open and the namespace CONNECT is never sent; the attempt hangs.
+//     session detects it (the engine socket is open but the manager has not
+//     emitted "open" for openLostGrace) and gives up the attempt with
+//     errOpenLost; Run retries at once, up to maxOpenLost times in a row.
+//  2. between the subscription and the timer: Manager.onopen has already
+//     cleared the subscriptions, so the timer is never stopped and closes
+//     the established connection ConnectTimeout later ("transport close",
+//     a reconnect and a gap). session sets the library's timer to
+//     libraryTimeout (never, in practice; it is cleared when the session
+//     ends) and bounds the handshake with its own ConnectTimeout.
+//  3. while Socket.Connect runs (socket.go:245-256): Connect subscribes to
+//     the manager's "open", calls Open, then sends CONNECT itself if the
+//     manager is open; the "open" handler sends it too. The server then
+//     has two sockets for this client and every event arrives twice.
+//     session opens the manager first and calls Socket.Connect only once
+//     the manager's "open" has been emitted, so CONNECT is sent once.
+//
+// Under CPU load each hit about 1 connect in 100.
 var errOpenLost = errors.New("the Socket.IO client lost the Engine.IO open event (zishang520/socket.io v3.0.6 race)")
 
 const (
@@ -57,6 +70,8 @@ const (
 	// maxOpenLost: immediate retries after lost opens before Run falls
 	// back to its backoff.
 	maxOpenLost = 3
+	// libraryTimeout is the library's own connect timer (race 2 above).
+	libraryTimeout = 1000 * time.Hour
 )
 
 // SocketConfig tunes SocketFeed. Zero fields take the documented defaults.
@@ -181,7 +196,7 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 	opts.SetReconnection(false) // Run reconnects, with a fresh token
 	opts.SetAutoConnect(false)
 	opts.SetForceNew(true)
-	opts.SetTimeout(f.cfg.ConnectTimeout)
+	opts.SetTimeout(libraryTimeout) // session's own timer bounds the handshake (race 2)
 	// WebSocket first (the headers travel on its upgrade request), HTTP
 	// long-polling when that fails. Starting with polling and upgrading, as
 	// browsers must, leaves the polling transport's idle keep-alive
@@ -249,12 +264,22 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 			}
 		})
 	}
-	var mgrOpen atomic.Bool // the manager saw the engine open (errOpenLost)
-	_ = mgr.On("open", func(...any) { mgrOpen.Store(true) })
-	s.Connect()
-	defer func() {
-		s.Disconnect()
-	}()
+	var (
+		mgrOpen   atomic.Bool // the manager saw the engine open (race 1)
+		mgrUp     = make(chan struct{})
+		mgrUpOnce sync.Once
+	)
+	_ = mgr.On("open", func(...any) {
+		mgrOpen.Store(true)
+		mgrUpOnce.Do(func() { close(mgrUp) })
+	})
+	// The manager first, the namespace once it is open (race 3).
+	mgr.Open(func(err error) {
+		if err != nil {
+			end(fmt.Errorf("connecting: %s", errorChain(err)))
+		}
+	})
+	defer s.Disconnect() // closes the manager too, and clears its timers
 	// giveUp ends the attempt unless "connect" came just now.
 	giveUp := func() bool {
 		mu.Lock()
@@ -268,8 +293,9 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 		}
 	}
 	// ConnectTimeout bounds the whole handshake up to the namespace's
-	// "connect": the library bounds only the Engine.IO open, and a namespace
-	// connect that never completes must not stall the feed.
+	// "connect" (the library's own timer is off, race 2): neither an
+	// Engine.IO open nor a namespace connect that never completes may stall
+	// the feed.
 	timeout := time.NewTimer(f.cfg.ConnectTimeout)
 	defer timeout.Stop()
 	openCheck := time.NewTicker(openCheckInterval)
@@ -294,6 +320,9 @@ handshake:
 			}
 		case <-up:
 			break handshake
+		case <-mgrUp:
+			s.Connect()
+			mgrUp = nil
 		case <-openCheck.C:
 			// "open" is the engine's SocketStateOpen (package
 			// clients/engine, not imported here).
