@@ -710,7 +710,10 @@ func TestComponentLostAcknowledgement(t *testing.T) {
 	e := newCompEnv(t, serviceModel("lostack_ok", "lostack-ok", false, ""), serviceModel("lostack_err", "lostack-err", true, "error:Boom"))
 	e.handle("lostack-ok", func(m *nats.Msg) { respond(t, m, `{"ok":true}`) })
 	e.handle("lostack-err", func(m *nats.Msg) { respond(t, m, `{"$pe":"bpmn_error","code":"Boom","message":"no"}`) })
-	p, _ := e.runPump(compConfig("lostack-ok", "lostack-err"))
+	cfg := compConfig("lostack-ok", "lostack-err")
+	rec := &recorder{}
+	cfg.Observer = rec
+	p, _ := e.runPump(cfg)
 	for _, c := range []struct{ path, model string }{{"/finish", "lostack_ok"}, {"/error", "lostack_err"}} {
 		e.emu.SetFaults(emulator.Faults{AfterEffectRate: 1, PathContains: c.path})
 		e.waitDone(30*time.Second, e.start(c.model, nil)) // the first call took effect
@@ -719,6 +722,9 @@ func TestComponentLostAcknowledgement(t *testing.T) {
 	}
 	if s := p.Stats(); s.Finished != 1 || s.BPMNErrors != 1 || s.Dropped != 0 || s.LostAcks != 2 {
 		t.Fatalf("stats = %+v, want 1 finished, 1 BPMN error, 0 dropped, 2 lost acknowledgements", s)
+	}
+	if n, m := rec.has("ack lost lostack-ok"), rec.has("ack lost lostack-err"); n != 1 || m != 1 {
+		t.Fatalf("observer saw %d and %d lost acknowledgements, want 1 and 1", n, m)
 	}
 }
 

@@ -42,6 +42,7 @@ func (r *recorder) TaskPublished(topic string)                   { r.add("publis
 func (r *recorder) HandlerReplied(topic string, d time.Duration) { r.add("replied %s %s", topic, d) }
 func (r *recorder) LockExtended(topic string, err error)         { r.add("extended %s %v", topic, err) }
 func (r *recorder) TopicPaused(topic string)                     { r.add("paused %s", topic) }
+func (r *recorder) AckLost(topic string)                         { r.add("ack lost %s", topic) }
 func (r *recorder) Window(topic string, inFlight, window int) {
 	r.add("window %s %d/%d", topic, inFlight, window)
 }

@@ -32,6 +32,10 @@ type Observer interface {
 	LockExtended(topic string, err error)
 	// TopicPaused: topic paused its fetching because no handler listened.
 	TopicPaused(topic string)
+	// AckLost: a finish or error call got no clear answer and its retry
+	// found the task closed; the earlier call most likely took effect, and
+	// the task settles as reported (PumpStats.LostAcks).
+	AckLost(topic string)
 	// Window: the topic now has inFlight tasks held by handlers out of window slots.
 	Window(topic string, inFlight, window int)
 }

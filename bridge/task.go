@@ -563,6 +563,9 @@ func (t *task) doReport(ctx context.Context) {
 		// took effect (a lost acknowledgement). Counted as reported; the
 		// engine cannot tell whose finish closed it (API.md §3 items 3–4).
 		p.stats.lostAcks.Add(1)
+		if p.obs != nil {
+			p.obs.AckLost(t.ts.name)
+		}
 		p.log.Info("engine reports the task closed after an earlier "+kind+" call got no clear answer; it most likely took effect",
 			t.attrs("error", err, "earlier_failures", tries)...)
 		t.fire(evReportDone, eventInfo{})

@@ -45,6 +45,7 @@ type Metrics struct {
 	extensions     *prometheus.CounterVec
 	extensionFails *prometheus.CounterVec
 	pauses         *prometheus.CounterVec
+	lostAcks       *prometheus.CounterVec
 
 	engineSeconds *prometheus.HistogramVec
 
@@ -77,11 +78,11 @@ func settlementIndex(s bridge.Settlement) int {
 }
 
 type topicMetrics struct {
-	fetched, published, extensions, extensionFails, pauses prometheus.Counter
-	handlerSeconds                                         prometheus.Observer
-	inFlight, window                                       prometheus.Gauge
-	settled                                                [len(settlements)]prometheus.Counter
-	taskSeconds                                            [len(settlements)]prometheus.Observer
+	fetched, published, extensions, extensionFails, pauses, lostAcks prometheus.Counter
+	handlerSeconds                                                   prometheus.Observer
+	inFlight, window                                                 prometheus.Gauge
+	settled                                                          [len(settlements)]prometheus.Counter
+	taskSeconds                                                      [len(settlements)]prometheus.Observer
 }
 
 // statusClasses index routeMetrics.
@@ -106,6 +107,7 @@ func NewMetrics(version string) *Metrics {
 	m.window = f.gauge("task_window_size", "Window of the topic: the most tasks held by handlers at once (--window); tasks_in_flight / task_window_size is the window use.", "topic")
 	m.extensions = f.counter("lock_extensions_total", "extend_lock calls that succeeded.", "topic")
 	m.extensionFails = f.counter("lock_extension_failures_total", "extend_lock calls that failed (the task may be lost to another worker).", "topic")
+	m.lostAcks = f.counter("lost_acknowledgements_total", "Finish and error calls that got no clear answer (timeout, 5xx, no answer) and whose retry found the task closed: counted as reported, the earlier call most likely took effect.", "topic")
 	m.pauses = f.counter("topic_pauses_total", "Times a topic paused fetching because no handler listened on pe.task.<topic> (no responders).", "topic")
 	m.engineSeconds = f.histogram("engine_request_duration_seconds", "Engine REST calls by method, route template and status class (2xx, 4xx, 5xx, error = no answer); long polls (fetch_and_lock, notifications) last up to their timeout.", engineBuckets, "method", "route", "status_class")
 	m.forwarded = f.counter("events_forwarded_total", "Engine events published on pe.event.<event>.", "event")
@@ -173,6 +175,7 @@ func (m *Metrics) topic(t string) *topicMetrics {
 		extensions:     m.extensions.WithLabelValues(t),
 		extensionFails: m.extensionFails.WithLabelValues(t),
 		pauses:         m.pauses.WithLabelValues(t),
+		lostAcks:       m.lostAcks.WithLabelValues(t),
 		handlerSeconds: m.handlerSeconds.WithLabelValues(t),
 		inFlight:       m.inFlight.WithLabelValues(t),
 		window:         m.window.WithLabelValues(t),
@@ -221,6 +224,9 @@ func (m *Metrics) LockExtended(topic string, err error) {
 
 // TopicPaused implements bridge.Observer.
 func (m *Metrics) TopicPaused(topic string) { m.topic(topic).pauses.Inc() }
+
+// AckLost implements bridge.Observer.
+func (m *Metrics) AckLost(topic string) { m.topic(topic).lostAcks.Inc() }
 
 // Window implements bridge.Observer.
 func (m *Metrics) Window(topic string, inFlight, window int) {

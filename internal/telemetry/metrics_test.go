@@ -3,6 +3,7 @@ package telemetry_test
 import (
 	"errors"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ func TestMetricsHooks(t *testing.T) {
 	m.LockExtended("a", nil)
 	m.LockExtended("a", errors.New("423"))
 	m.TopicPaused("a")
+	m.AckLost("a")
 	m.Window("a", 3, 100)
 	m.Request("pe.process.start", 200, 10*time.Millisecond)
 	m.Request("pe.process.start", 504, time.Second)
@@ -57,6 +59,7 @@ func TestMetricsHooks(t *testing.T) {
 		`pe_bridge_lock_extensions_total{topic="a"} 1`,
 		`pe_bridge_lock_extension_failures_total{topic="a"} 1`,
 		`pe_bridge_topic_pauses_total{topic="a"} 1`,
+		`pe_bridge_lost_acknowledgements_total{topic="a"} 1`,
 		`pe_bridge_tasks_in_flight{topic="a"} 3`,
 		`pe_bridge_task_window_size{topic="a"} 100`,
 		`pe_bridge_service_requests_total{code="504",endpoint="pe.process.start"} 1`,
@@ -76,6 +79,19 @@ func TestMetricsHooks(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(m.Registry(), "pe_bridge_tasks_fetched_total"); n != 1 {
 		t.Errorf("%d fetched series", n)
+	}
+	// docs/operations.md documents every metric of the bridge.
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if name, ok := strings.CutPrefix(line, "# HELP "); ok {
+			name, _, _ = strings.Cut(name, " ")
+			if strings.HasPrefix(name, telemetry.Namespace+"_") && !strings.Contains(string(doc), "`"+name+"`") {
+				t.Errorf("docs/operations.md does not document %s", name)
+			}
+		}
 	}
 }
 
