@@ -732,7 +732,7 @@ func TestSocketFallsBackToPolling(t *testing.T) {
 	eng := &engineWorld{emu: emu, url: srv.URL, client: client}
 	_, nc := startNATS(t)
 	in := subscribe(t, nc)
-	runForwarder(t, eng, nc, fwdOpts{})
+	runForwarder(t, eng, nc, fwdOpts{logger: slog.New(newLevelLog(t))})
 	if r := in.gap(t); r != forwarder.GapStart {
 		t.Fatalf("gap %q", r)
 	}

@@ -53,8 +53,8 @@ const (
 //     the manager's "open", calls Open, then sends CONNECT itself if the
 //     manager is open; the "open" handler sends it too. The server then
 //     has two sockets for this client and every event arrives twice.
-//     session opens the manager first and calls Socket.Connect only once
-//     the manager's "open" has been emitted, so CONNECT is sent once.
+//     session opens the manager first and calls Socket.Connect from the
+//     manager's "open" listener, so CONNECT is sent once.
 //
 // Under CPU load each hit about 1 connect in 100.
 var errOpenLost = errors.New("the Socket.IO client lost the Engine.IO open event (zishang520/socket.io v3.0.6 race)")
@@ -265,15 +265,20 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 		})
 	}
 	var (
-		mgrOpen   atomic.Bool // the manager saw the engine open (race 1)
-		mgrUp     = make(chan struct{})
-		mgrUpOnce sync.Once
+		mgrOpen     atomic.Bool // the manager saw the engine open (race 1)
+		connectOnce sync.Once
 	)
+	// The manager first, the namespace once it is open (race 3), from
+	// within the manager's "open": the CONNECT is then flushed while the
+	// engine handles its open packet, before the polling transport queues
+	// its next long poll (a write waits behind that poll, polling.go:115-173,
+	// so a CONNECT sent later would wait for the server's next ping). The
+	// emitter calls the listeners it had when the emit began, so the
+	// manager's own "open" listener that Connect adds does not run now.
 	_ = mgr.On("open", func(...any) {
 		mgrOpen.Store(true)
-		mgrUpOnce.Do(func() { close(mgrUp) })
+		connectOnce.Do(func() { s.Connect() })
 	})
-	// The manager first, the namespace once it is open (race 3).
 	mgr.Open(func(err error) {
 		if err != nil {
 			end(fmt.Errorf("connecting: %s", errorChain(err)))
@@ -320,9 +325,6 @@ handshake:
 			}
 		case <-up:
 			break handshake
-		case <-mgrUp:
-			s.Connect()
-			mgrUp = nil
 		case <-openCheck.C:
 			// "open" is the engine's SocketStateOpen (package
 			// clients/engine, not imported here).
