@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -350,9 +351,14 @@ func TestObserverAndTracer(t *testing.T) {
 
 	want := []string{"process_terminate 200", "usertask_get 400", "process_start 413", "signal_trigger 401"}
 	wantSpans := []string{"process_terminate " + tp + " 200", "usertask_get  400", "process_start  413", "signal_trigger  401"}
-	// Replies are sent before they are accounted for: wait for the last one.
+	// Replies are sent before they are accounted for: wait for the last
+	// one, in any order (a request may be accounted for after the next).
+	slices.Sort(want)
+	slices.Sort(wantSpans)
 	testutil.Eventually(t, 5*time.Second, func() error {
 		reqs, spans := rec.snapshot()
+		slices.Sort(reqs)
+		slices.Sort(spans)
 		if fmt.Sprint(reqs) != fmt.Sprint(want) || fmt.Sprint(spans) != fmt.Sprint(wantSpans) {
 			return fmt.Errorf("observed %q, spans %q", reqs, spans)
 		}
