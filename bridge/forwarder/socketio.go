@@ -274,7 +274,8 @@ func (f *SocketFeed) session(ctx context.Context, names []string, sink Sink, fir
 	// its next long poll (a write waits behind that poll, polling.go:115-173,
 	// so a CONNECT sent later would wait for the server's next ping). The
 	// emitter calls the listeners it had when the emit began, so the
-	// manager's own "open" listener that Connect adds does not run now.
+	// socket's listener for the manager's "open", which Connect adds, does
+	// not run now and send a second CONNECT.
 	_ = mgr.On("open", func(...any) {
 		mgrOpen.Store(true)
 		connectOnce.Do(func() { s.Connect() })
