@@ -87,31 +87,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// output is a goroutine-safe buffer for a process's output.
-type output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
-
 // proc is a child process in a process group of its own, stopped with
 // SIGTERM to the group at cleanup (so `go run`, npm and shell scripts take
 // their children with them).
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *output
+	out  *testutil.Buffer
 	done chan error
 	// shell: the process is a shell running a documented command; dying of
 	// the SIGTERM is a clean stop.
@@ -126,7 +108,7 @@ func start(t *testing.T, name string, cmd *exec.Cmd) *proc {
 func startProc(t *testing.T, p *proc) *proc {
 	t.Helper()
 	cmd := p.cmd
-	p.out, p.done = &output{}, make(chan error, 1)
+	p.out, p.done = &testutil.Buffer{}, make(chan error, 1)
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
